@@ -1,0 +1,1 @@
+"""skewless: features defined once, served the same way to training and inference."""

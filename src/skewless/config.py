@@ -1,0 +1,193 @@
+"""The one place that decides which profile skewless runs in.
+
+Every component (ingest, build, Feast plugins, training, serving, DAGs) asks :func:`profile` for its resources;
+nothing else reads ``SKEWLESS_ENV`` or hard-codes a path or a connection string.
+
+Profiles
+--------
+``local`` (default)
+    Iceberg SqlCatalog on SQLite, file warehouse, Feast file registry, SQLite online store: no server at all.
+    Feast reads ``feature_repo/feature_store.yaml``.
+``production``
+    Iceberg SqlCatalog on PostgreSQL, Feast SQL registry on PostgreSQL, Redis online store.
+    Feast reads ``feature_repo/feature_store.production.yaml``.
+
+Environment variables (all optional)
+------------------------------------
+``SKEWLESS_ENV``       ``local`` | ``production`` (default ``local``).
+``SKEWLESS_HOME``      every piece of local state: warehouse, catalog, registry, online DB, MLflow
+                       (default ``~/.skewless``). Two homes never share state.
+``SKEWLESS_PG_URL``    production only: SQLAlchemy URL of the PostgreSQL database holding the Iceberg catalog and
+                       the Feast registry (default ``postgresql+psycopg://postgres@127.0.0.1:5432/skewless``).
+``SKEWLESS_REDIS``     production only: Feast Redis connection string (default ``127.0.0.1:6379,db=0``).
+``SKEWLESS_SOURCES``   commit sources the daily DAG ingests: Parquet files or local git repositories, separated by
+                       ``os.pathsep`` (default: ``../shared/data/commits/commits.parquet`` beside the project when it
+                       exists, else the shipped sample); see :func:`commit_sources`.
+``DATAHUB_GMS_URL``    DataHub server (GMS) that ``skewless lineage`` emits to (unset: a file in SKEWLESS_HOME/lineage);
+                       ``DATAHUB_GMS_TOKEN`` its access token, if it needs one; see :func:`datahub_gms`.
+``SKEWLESS_ENGINE``    ``duckdb`` | ``spark`` (default ``duckdb``): the engine that builds the feature tables and
+                       that Feast's offline store runs on. ``spark`` reads ``feature_store.spark.yaml`` (local) or
+                       ``feature_store.production.spark.yaml``: same definitions, same Iceberg tables (ADR 0008).
+``SKEWLESS_SPARK_MASTER``  Spark master of the ``spark`` engine (default ``local[*]``).
+``SKEWLESS_SERVING_SKEW``  DRILL ONLY, unset in normal operation: injects a serving-side skew into the online read
+                       path (``window_edge`` | ``timezone[:<UTC offset hours>]``); see :mod:`skewless.skew`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+PROFILES = ("local", "production")
+ENGINES = ("duckdb", "spark")
+DEFAULT_SPARK_MASTER = "local[*]"
+DEFAULT_HOME = "~/.skewless"
+DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/skewless"
+DEFAULT_REDIS = "127.0.0.1:6379,db=0"
+
+#: The project root (``feature_repo/`` lives here). Computed, not read from the working directory.
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+FEATURE_REPO = PROJECT_ROOT / "feature_repo"
+
+#: Iceberg identifiers.
+COMMITS_TABLE = "abukix.commits"
+FEATURES_NAMESPACE = "features"
+
+
+class ProfileError(ValueError):
+    """The environment names a profile or a setting that skewless cannot use."""
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Resolved resources of one profile. Build it with :func:`profile`, never by hand."""
+
+    name: str
+    home: Path
+    pg_url: str | None = None
+    redis: str | None = None
+    catalog_name: str = "skewless"
+    extra: Mapping[str, str] = field(default_factory=dict)
+    engine: str = "duckdb"
+    spark_master: str = DEFAULT_SPARK_MASTER
+
+    # --- lakehouse -------------------------------------------------------------------------------------------
+    @property
+    def warehouse(self) -> Path:
+        return self.home / "warehouse"
+
+    @property
+    def catalog_uri(self) -> str:
+        if self.name == "production":
+            assert self.pg_url is not None
+            return self.pg_url
+        return f"sqlite:///{self.home / 'catalog.db'}"
+
+    def catalog_properties(self) -> dict[str, str]:
+        """pyiceberg SqlCatalog properties (also stored in the Feast IcebergSource definitions)."""
+        return {"uri": self.catalog_uri, "warehouse": self.warehouse.as_uri()}
+
+    # --- Feast -----------------------------------------------------------------------------------------------
+    @property
+    def feature_store_yaml(self) -> Path:
+        name = "feature_store.yaml" if self.name == "local" else f"feature_store.{self.name}.yaml"
+        if self.engine != "duckdb":
+            name = name.replace(".yaml", f".{self.engine}.yaml")
+        return FEATURE_REPO / name
+
+    def feast_env(self) -> dict[str, str]:
+        """Environment that makes plain Feast (``feast`` CLI, ``FeatureStore(repo_path=...)``) see this profile."""
+        env = {
+            "SKEWLESS_ENV": self.name,
+            "SKEWLESS_HOME": str(self.home),
+            "FEAST_FS_YAML_FILE_PATH": str(self.feature_store_yaml),
+            "SKEWLESS_ENGINE": self.engine,
+        }
+        if self.engine == "spark":
+            env["SKEWLESS_SPARK_MASTER"] = self.spark_master
+        if self.name == "production":
+            env["SKEWLESS_PG_URL"] = self.pg_url or ""
+            env["SKEWLESS_REDIS"] = self.redis or ""
+        return env
+
+    # --- MLflow ----------------------------------------------------------------------------------------------
+    @property
+    def mlflow_tracking_uri(self) -> str:
+        return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{self.home / 'mlflow.db'}"
+
+    @property
+    def mlflow_artifacts(self) -> Path:
+        return self.home / "mlartifacts"
+
+
+def profile(environ: Mapping[str, str] | None = None) -> Profile:
+    """Decide the profile from the environment. This is the only function that reads ``SKEWLESS_ENV``."""
+    env = os.environ if environ is None else environ
+    name = (env.get("SKEWLESS_ENV") or "local").strip().lower()
+    if name not in PROFILES:
+        raise ProfileError(f"SKEWLESS_ENV={name!r} is not a profile; choose one of {', '.join(PROFILES)}")
+    raw_home = env.get("SKEWLESS_HOME") or DEFAULT_HOME
+    home = Path(os.path.expanduser(raw_home)).resolve()
+    engine = (env.get("SKEWLESS_ENGINE") or "duckdb").strip().lower()
+    if engine not in ENGINES:
+        raise ProfileError(f"SKEWLESS_ENGINE={engine!r} is not an engine; choose one of {', '.join(ENGINES)}")
+    compute = {"engine": engine, "spark_master": env.get("SKEWLESS_SPARK_MASTER") or DEFAULT_SPARK_MASTER}
+    if name == "production":
+        return Profile(
+            name=name,
+            home=home,
+            pg_url=env.get("SKEWLESS_PG_URL") or DEFAULT_PG_URL,
+            redis=env.get("SKEWLESS_REDIS") or DEFAULT_REDIS,
+            **compute,
+        )
+    return Profile(name=name, home=home, **compute)
+
+
+#: Default commit sources: the shared data set beside the project, else the sample shipped in the package.
+SHARED_COMMITS = PROJECT_ROOT.parent / "shared" / "data" / "commits" / "commits.parquet"
+SAMPLE_COMMITS = Path(__file__).resolve().parent / "data" / "sample_commits.parquet"
+
+
+def commit_sources(environ: Mapping[str, str] | None = None) -> list[Path]:
+    """The commit sources of scheduled ingestion (``SKEWLESS_SOURCES``); the only reader of that variable.
+
+    Unset or empty: the shared data set when present, else the shipped sample. Paths are not checked here; the
+    ingest stage names any source it cannot read.
+    """
+    env = os.environ if environ is None else environ
+    raw = (env.get("SKEWLESS_SOURCES") or "").strip()
+    if not raw:
+        return [SHARED_COMMITS if SHARED_COMMITS.exists() else SAMPLE_COMMITS]
+    return [Path(os.path.expanduser(s.strip())) for s in raw.split(os.pathsep) if s.strip()]
+
+
+def datahub_gms(environ: Mapping[str, str] | None = None) -> tuple[str, str | None] | None:
+    """The DataHub server lineage goes to: (``DATAHUB_GMS_URL``, ``DATAHUB_GMS_TOKEN`` or None), None when no URL
+    is set. The only reader of those variables.
+    """
+    env = os.environ if environ is None else environ
+    url = (env.get("DATAHUB_GMS_URL") or "").strip().rstrip("/")
+    if not url:
+        return None
+    if not url.startswith(("http://", "https://")):
+        raise ProfileError(f"DATAHUB_GMS_URL={url!r} is not an http(s) URL of DataHub GMS (e.g. http://localhost:8080)")
+    return url, (env.get("DATAHUB_GMS_TOKEN") or "").strip() or None
+
+
+def serving_skew(environ: Mapping[str, str] | None = None) -> str | None:
+    """The serving-skew drill switch ``SKEWLESS_SERVING_SKEW`` (None when unset or empty: no skew).
+
+    The only reader of that variable; :func:`skewless.skew.parse` validates the value.
+    """
+    env = os.environ if environ is None else environ
+    return (env.get("SKEWLESS_SERVING_SKEW") or "").strip() or None
+
+
+def activate(p: Profile | None = None) -> Profile:
+    """Export the profile's Feast environment into this process (called by the CLI and helpers, never on import)."""
+    p = p or profile()
+    p.home.mkdir(parents=True, exist_ok=True)
+    os.environ.update(p.feast_env())
+    return p
