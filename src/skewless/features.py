@@ -1,0 +1,429 @@
+"""Stage 2 — build the feature tables from ``abukix.commits`` into Iceberg. The ONLY place features are computed.
+
+Semantics (README "Features"): as of a timestamp T, D = T floored to 00:00 UTC; an N-day window holds the commits
+with ``committed_at`` in [D − N days, D). ``committed_at`` is the event time; ``authored_at`` is never read (it
+leaks: rebased and long-lived branches carry author dates weeks or years before the commit reached the history).
+
+Storage: one row per (entity, D) where D is a UTC midnight stored as ``event_timestamp``; a row holds the values as
+of every T in [D, next row). ``repo_activity`` is dense (windows and ``days_since_last_commit`` move every day);
+``author_activity`` only changes on the day after a commit and on Mondays (the streak), so it stores those change
+points only — Feast's point-in-time join picks the latest row at or before T, which holds the exact value.
+
+Incremental build: ``build(until=DAY)`` adds the rows of the days after the last built day through DAY. Commits
+ingested since the previous build that land *inside* already built days (late arrivals, a newly ingested repository
+history) restate the affected entities' rows in the same Iceberg commit, so values stay exact. Building the same
+DAY again with no new commits writes nothing.
+
+The SQL below runs on DuckDB; the Spark engine renders the same relational steps (see ``skewless.spark``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta, timezone
+from typing import TYPE_CHECKING, Callable
+
+import pyarrow as pa
+
+from skewless import lake
+from skewless.config import FEATURES_NAMESPACE, Profile, profile
+
+if TYPE_CHECKING:
+    import duckdb
+    from pyiceberg.table import Table
+
+log = logging.getLogger(__name__)
+
+BUILT_THROUGH = "skewless.built-through"
+COMMITS_SNAPSHOT = "skewless.commits-snapshot"
+#: Snapshot summary property: the earliest event day a build wrote (materialize restarts from there).
+MIN_EVENT_DAY = "skewless.min-event-day"
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    arrow_type: pa.DataType
+    description: str
+
+
+@dataclass(frozen=True)
+class FeatureTable:
+    """One feature view's table: its entity key, its features and the SQL that computes them."""
+
+    name: str
+    entity_key: str
+    description: str
+    features: tuple[Feature, ...]
+    sql: str
+
+    @property
+    def identifier(self) -> str:
+        return f"{FEATURES_NAMESPACE}.{self.name}"
+
+    @property
+    def arrow_schema(self) -> pa.Schema:
+        return pa.schema(
+            [pa.field(self.entity_key, pa.string(), nullable=False),
+             pa.field("event_timestamp", pa.timestamp("us", tz="UTC"), nullable=False)]
+            + [pa.field(f.name, f.arrow_type) for f in self.features]
+        )
+
+
+# Inputs of every query: `c` (commits: naive UTC timestamps) and `targets(<key>, from_day)`: the entities to
+# (re)compute and the first day D to emit for each; `$until` is the last day D to emit.
+REPO_SQL = """
+WITH first AS (
+    SELECT repo, date_trunc('day', min(committed_at)) AS first_day FROM c GROUP BY repo
+), days AS (
+    SELECT repo, unnest(generate_series(greatest(first_day, t.from_day), $until, INTERVAL 1 DAY)) AS d
+    FROM first JOIN targets t USING (repo)
+    WHERE greatest(first_day, t.from_day) <= $until
+), win AS (
+    SELECT d.repo, d.d,
+        count(c.committed_at) FILTER (WHERE c.committed_at >= d.d - INTERVAL 7 DAY) AS commits_last_7d,
+        count(c.committed_at) AS commits_last_30d,
+        count(DISTINCT c.author_id) AS active_authors_last_30d,
+        coalesce(sum(c.lines_added::BIGINT + c.lines_deleted) FILTER (WHERE c.committed_at >= d.d - INTERVAL 7 DAY),
+                 0) AS lines_changed_last_7d,
+        avg(c.files_changed) FILTER (WHERE NOT c.is_merge) AS mean_files_per_commit_last_30d
+    FROM days d LEFT JOIN c ON c.repo = d.repo AND c.committed_at >= d.d - INTERVAL 30 DAY AND c.committed_at < d.d
+    GROUP BY d.repo, d.d
+), last AS (
+    SELECT d.repo, d.d, (epoch_us(d.d) - epoch_us(c.committed_at)) / 86400000000.0 AS days_since_last_commit
+    FROM days d ASOF LEFT JOIN c ON d.repo = c.repo AND d.d > c.committed_at
+)
+SELECT win.repo, win.d AS event_timestamp,
+    commits_last_7d::BIGINT AS commits_last_7d, commits_last_30d::BIGINT AS commits_last_30d,
+    active_authors_last_30d::BIGINT AS active_authors_last_30d, lines_changed_last_7d::BIGINT AS lines_changed_last_7d,
+    mean_files_per_commit_last_30d::DOUBLE AS mean_files_per_commit_last_30d,
+    days_since_last_commit::DOUBLE AS days_since_last_commit
+FROM win JOIN last USING (repo, d)
+ORDER BY repo, event_timestamp
+"""
+
+AUTHOR_SQL = """
+WITH commit_days AS (
+    SELECT author_id, date_trunc('day', committed_at) AS day, count(*) AS n FROM c GROUP BY ALL
+), cum_commits AS (
+    SELECT author_id, day, sum(n) OVER (PARTITION BY author_id ORDER BY day) AS total FROM commit_days
+), lang_first AS (
+    SELECT author_id, lang, min(date_trunc('day', committed_at)) AS day
+    FROM (SELECT author_id, committed_at, unnest(languages) AS lang FROM c)
+    WHERE lang <> 'Other' GROUP BY ALL
+), cum_langs AS (
+    SELECT author_id, day, sum(count(*)) OVER (PARTITION BY author_id ORDER BY day) AS langs
+    FROM lang_first GROUP BY author_id, day
+), weeks AS (
+    SELECT DISTINCT author_id, date_trunc('week', committed_at) AS wk FROM c
+), runs AS (
+    SELECT author_id, wk, row_number() OVER (PARTITION BY author_id, grp ORDER BY wk) AS run_len
+    FROM (SELECT author_id, wk,
+                 wk - to_days(7 * row_number() OVER (PARTITION BY author_id ORDER BY wk)::INTEGER) AS grp FROM weeks)
+), points AS (
+    SELECT author_id, min(day) AS d FROM commit_days GROUP BY author_id
+    UNION SELECT author_id, day + INTERVAL 1 DAY FROM commit_days
+    UNION SELECT author_id, wk + INTERVAL 7 DAY FROM weeks
+    UNION SELECT author_id, wk + INTERVAL 14 DAY FROM weeks
+), wanted AS (
+    SELECT p.author_id, p.d FROM points p JOIN targets t USING (author_id) WHERE p.d >= t.from_day AND p.d <= $until
+), with_total AS (
+    SELECT w.author_id, w.d, coalesce(cc.total, 0) AS commits_total
+    FROM wanted w ASOF LEFT JOIN cum_commits cc ON w.author_id = cc.author_id AND w.d > cc.day
+), with_langs AS (
+    SELECT w.author_id, w.d, w.commits_total, coalesce(cl.langs, 0) AS langs_used
+    FROM with_total w ASOF LEFT JOIN cum_langs cl ON w.author_id = cl.author_id AND w.d > cl.day
+)
+SELECT w.author_id, w.d AS event_timestamp, w.commits_total::BIGINT AS commits_total,
+    w.langs_used::BIGINT AS langs_used, coalesce(r.run_len, 0)::BIGINT AS weekly_streak
+FROM with_langs w LEFT JOIN runs r ON r.author_id = w.author_id AND r.wk = date_trunc('week', w.d) - INTERVAL 7 DAY
+ORDER BY author_id, event_timestamp
+"""
+
+REPO_ACTIVITY = FeatureTable(
+    name="repo_activity",
+    entity_key="repo",
+    description="Commit activity of a repository over trailing UTC-day windows that end at the start of the day.",
+    features=(
+        Feature("commits_last_7d", pa.int64(), "commits with committed_at in [D-7d, D)"),
+        Feature("commits_last_30d", pa.int64(), "commits with committed_at in [D-30d, D)"),
+        Feature("active_authors_last_30d", pa.int64(), "distinct author_id with a commit in [D-30d, D)"),
+        Feature("lines_changed_last_7d", pa.int64(), "sum of lines_added + lines_deleted of commits in [D-7d, D)"),
+        Feature("mean_files_per_commit_last_30d", pa.float64(),
+                "mean files_changed over non-merge commits in [D-30d, D); null if there are none"),
+        Feature("days_since_last_commit", pa.float64(),
+                "D minus the last committed_at before D, in days; null if there is none"),
+    ),
+    sql=REPO_SQL,
+)
+
+AUTHOR_ACTIVITY = FeatureTable(
+    name="author_activity",
+    entity_key="author_id",
+    description="Lifetime activity of a (pseudonymous) author across all repositories, as of the start of the day.",
+    features=(
+        Feature("commits_total", pa.int64(), "all the author's commits with committed_at before D"),
+        Feature("langs_used", pa.int64(), "distinct languages (\"Other\" excluded) of those commits"),
+        Feature("weekly_streak", pa.int64(),
+                "consecutive Monday-start UTC weeks with >= 1 commit, counting back from the week ending at the "
+                "Monday 00:00 on or before D"),
+    ),
+    sql=AUTHOR_SQL,
+)
+
+TABLES: tuple[FeatureTable, ...] = (REPO_ACTIVITY, AUTHOR_ACTIVITY)
+
+
+# --- helpers ------------------------------------------------------------------------------------------------------
+
+def day_start(d: date) -> datetime:
+    """Midnight UTC of a calendar day."""
+    return datetime.combine(d, time(0), tzinfo=timezone.utc)
+
+
+def _naive(ts: datetime) -> datetime:
+    return ts.astimezone(timezone.utc).replace(tzinfo=None)
+
+
+def connect() -> "duckdb.DuckDBPyConnection":
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    return con
+
+
+def commits_arrow(commits_table, snapshot_id: int | None = None, event_time: str = "committed_at") -> pa.Table:
+    """The commit columns the features read (never authored_at), with naive UTC timestamps for DuckDB.
+
+    ``event_time`` exists for the drill-only :func:`build_variant` alone: that column is read *as* committed_at.
+    """
+    cols = ("repo", "author_id", event_time, "is_merge", "files_changed", "lines_added", "lines_deleted",
+            "languages")
+    t = commits_table.scan(selected_fields=cols, snapshot_id=snapshot_id).to_arrow()
+    i = t.schema.get_field_index(event_time)
+    return t.set_column(i, "committed_at", t[event_time].cast(pa.timestamp("us")))
+
+
+def compute(table: FeatureTable, commits: pa.Table, targets: pa.Table, until: date,
+            con: "duckdb.DuckDBPyConnection | None" = None) -> pa.Table:
+    """Run one feature table's SQL for ``targets`` (entity key, from_day) through day ``until``."""
+    con = con or connect()
+    con.register("c", commits)
+    con.register("targets", targets)
+    out = con.sql(table.sql, params={"until": datetime.combine(until, time(0))}).to_arrow_table()
+    ts = out["event_timestamp"].cast(pa.timestamp("us")).cast(pa.timestamp("us", tz="UTC"))
+    out = out.set_column(out.schema.get_field_index("event_timestamp"), "event_timestamp", ts)
+    return out.cast(table.arrow_schema)
+
+
+# --- engines: the one step of a build that differs between DuckDB and Spark --------------------------------------
+
+#: An engine's compute: (table, abukix.commits, its snapshot id, targets, until, profile) -> rows in the table's
+#: schema. Targets are ``(<entity key>, from_day)`` with naive UTC timestamps; the SQL is ``table.sql``.
+Compute = Callable[[FeatureTable, "Table", int, pa.Table, date, Profile], pa.Table]
+
+
+def duckdb_compute(table: FeatureTable, commits_table: "Table", snapshot_id: int, targets: pa.Table, until: date,
+                   p: Profile) -> pa.Table:
+    """The DuckDB engine: :func:`compute` over that snapshot's commits read into Arrow."""
+    return compute(table, commits_arrow(commits_table, snapshot_id), targets, until)
+
+
+def engine_compute(p: Profile) -> Compute:
+    """The compute function of the profile's engine (``Profile.engine``, ADR 0008)."""
+    if p.engine == "spark":
+        from skewless.spark.engine import compute as spark_compute
+
+        return spark_compute
+    return duckdb_compute
+
+
+# --- incremental build ------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class BuildResult:
+    table: str
+    built_through: date | None
+    rows_written: int
+    restated_entities: int
+    snapshot_id: int | None
+
+    def __str__(self) -> str:
+        return (f"{self.table}: built through {self.built_through}, wrote {self.rows_written} rows "
+                f"({self.restated_entities} entities restated), snapshot {self.snapshot_id}")
+
+
+def _new_commit_keys(commits_table, since_snapshot: int | None, con) -> pa.Table | None:
+    """Commits present now but not at ``since_snapshot`` (None: everything is new)."""
+    if since_snapshot is None:
+        return None
+    cols = ("repo", "sha", "author_id", "committed_at")
+    now = commits_table.scan(selected_fields=cols).to_arrow()
+    before = commits_table.scan(selected_fields=("repo", "sha"), snapshot_id=since_snapshot).to_arrow()
+    con.register("now_keys", now)
+    con.register("before_keys", before)
+    return con.sql("SELECT repo, author_id, committed_at::TIMESTAMP AS committed_at "
+                   "FROM now_keys ANTI JOIN before_keys USING (repo, sha)").to_arrow_table()
+
+
+def _targets(table: FeatureTable, con, commits: pa.Table, new: pa.Table | None,
+             built: date | None) -> tuple[pa.Table, list[str], datetime | None]:
+    """Entities to compute with their first day, plus the restated entities and the day their rows restart.
+
+    Restated entities (new commits on or before the last built day) are recomputed from the earliest such
+    commit's day, all from the same day so that one Iceberg delete expression covers them.
+    """
+    key = table.entity_key
+    con.register("c", commits)
+    next_day = datetime.combine(built + timedelta(days=1), time(0)) if built else datetime(1970, 1, 1)
+    if new is None or built is None:
+        restated, restart = [], None
+    else:
+        con.register("new_commits", new)
+        late = con.sql(f"SELECT DISTINCT {key}, date_trunc('day', committed_at) AS day FROM new_commits "
+                       "WHERE committed_at < ?", params=[next_day]).to_arrow_table()
+        restated = sorted(set(late[key].to_pylist()))
+        restart = min(late["day"].to_pylist()) if restated else None
+    con.register("restated", pa.table({key: pa.array(restated, pa.string())}))
+    targets = con.sql(
+        f"SELECT DISTINCT {key}, CASE WHEN {key} IN (SELECT {key} FROM restated) THEN ?::TIMESTAMP "
+        "ELSE ?::TIMESTAMP END AS from_day FROM c", params=[restart or next_day, next_day]).to_arrow_table()
+    return targets, restated, restart
+
+
+#: Attempts of one table's build when concurrent writers (another build) commit first.
+COMMIT_RETRIES = 5
+
+
+def build_table(table: FeatureTable, until: date, p: Profile | None = None,
+                progress: Callable[[str], None] | None = None) -> BuildResult:
+    """Bring one feature table up to ``until`` (inclusive), restating entities that received late commits.
+
+    A concurrent build that commits first makes this one re-read the table and recompute what is still missing
+    (pyiceberg's own retry, which would re-apply the same rows, is off: ``ingest.SINGLE_ATTEMPT_COMMITS``).
+    """
+    import random
+    import time as _time
+
+    from pyiceberg.exceptions import CommitFailedException
+
+    for attempt in range(1, COMMIT_RETRIES + 1):
+        try:
+            return _build_table_once(table, until, p, progress)
+        except CommitFailedException as e:
+            log.warning("%s: commit conflict (attempt %d/%d): %s", table.identifier, attempt, COMMIT_RETRIES, e)
+            _time.sleep(random.uniform(0.05, 0.2) * attempt)
+    raise lake.LakeError(f"could not commit to {table.identifier} after {COMMIT_RETRIES} attempts (concurrent "
+                         "builds)")
+
+
+def _build_table_once(table: FeatureTable, until: date, p: Profile | None,
+                      progress: Callable[[str], None] | None) -> BuildResult:
+    import pyarrow.compute as pc
+    from pyiceberg.expressions import And, GreaterThanOrEqual, In
+
+    from skewless.ingest import single_attempt_commits
+
+    p = p or profile()
+    commits_t = lake.commits_table(p)
+    commits_snap = lake.snapshot_id(commits_t)
+    ft = single_attempt_commits(lake.create_feature_table(table.name, table.arrow_schema, p))
+    props = ft.properties
+    built = date.fromisoformat(props[BUILT_THROUGH]) if BUILT_THROUGH in props else None
+    last_commits_snap = int(props[COMMITS_SNAPSHOT]) if COMMITS_SNAPSHOT in props else None
+    if commits_snap is None:
+        raise lake.LakeError("abukix.commits holds no commits yet; run `skewless ingest` first")
+    if built is not None and until <= built and last_commits_snap == commits_snap:
+        return BuildResult(table.identifier, built, 0, 0, lake.snapshot_id(ft))
+
+    con = connect()
+    keys = commits_t.scan(selected_fields=(table.entity_key,), snapshot_id=commits_snap).to_arrow()
+    new = _new_commit_keys(commits_t, last_commits_snap, con)
+    targets, restated, restart = _targets(table, con, keys, new, built)
+    through = max(until, built) if built else until
+    if progress:
+        progress(f"{table.name}: computing through {through} on {p.engine} ({len(restated)} entities restated)")
+    rows = engine_compute(p)(table, commits_t, commits_snap, targets, through, p)
+    summary = {"skewless.operation": "features-build", COMMITS_SNAPSHOT: str(commits_snap)}
+    if rows.num_rows:
+        summary[MIN_EVENT_DAY] = pc.min(rows["event_timestamp"]).as_py().date().isoformat()
+    with ft.transaction() as tx:
+        if restated:
+            # The restated entities' rows from the restart day are replaced by the recomputed ones, atomically.
+            tx.delete(And(In(table.entity_key, restated),
+                          GreaterThanOrEqual("event_timestamp", restart.replace(tzinfo=timezone.utc).isoformat())),
+                      snapshot_properties=summary)
+        if rows.num_rows:
+            tx.append(rows, snapshot_properties=summary)
+        tx.set_properties({BUILT_THROUGH: through.isoformat(), COMMITS_SNAPSHOT: str(commits_snap)})
+    ft = ft.refresh()
+    return BuildResult(table.identifier, through, rows.num_rows, len(restated), lake.snapshot_id(ft))
+
+
+def build(until: date, p: Profile | None = None, progress: Callable[[str], None] | None = None) -> list[BuildResult]:
+    """Build every feature table through ``until``."""
+    p = p or profile()
+    return [build_table(t, until, p, progress) for t in TABLES]
+
+
+def built_through(p: Profile | None = None) -> dict[str, date | None]:
+    """The last built day of every feature table (None: never built)."""
+    from pyiceberg.exceptions import NoSuchTableError
+
+    p = p or profile()
+    cat = lake.catalog(p)
+    out: dict[str, date | None] = {}
+    for t in TABLES:
+        try:
+            props = cat.load_table(t.identifier).properties
+        except NoSuchTableError:
+            out[t.name] = None
+            continue
+        out[t.name] = date.fromisoformat(props[BUILT_THROUGH]) if BUILT_THROUGH in props else None
+    return out
+
+
+# --- drill-only variant (training/drills.py, the leakage drill) -------------------------------------------------
+# Never registered in Feast, never materialized, never served. It exists to show what a wrong event time does to a
+# model; the SQL is the feature table's own (defined once, above): only the commits handed to it differ.
+
+#: Commit columns a drill variant may use as its event time instead of committed_at.
+VARIANT_EVENT_TIMES = ("authored_at",)
+
+
+def variant_identifier(table: FeatureTable, event_time: str) -> str:
+    """Iceberg identifier of a drill variant of ``table``: ``features.<name>__by_<event_time>``."""
+    return f"{table.identifier}__by_{event_time}"
+
+
+def build_variant(table: FeatureTable, event_time: str, until: date, p: Profile | None = None) -> str:
+    """DRILL ONLY: rebuild ``table`` in full with ``event_time`` standing in for committed_at; return its identifier.
+
+    The same SQL runs over the commits with ``event_time`` read as committed_at (so with ``authored_at`` a
+    rebased commit counts in windows before it reached the history: the leak the drill measures). The variant
+    table is overwritten on every call, from the current snapshot of abukix.commits, through day ``until``.
+    """
+    if event_time not in VARIANT_EVENT_TIMES:
+        raise ValueError(f"event_time={event_time!r} is not a drill variant; choose one of "
+                         f"{', '.join(VARIANT_EVENT_TIMES)}")
+    p = p or profile()
+    commits_t = lake.commits_table(p)
+    snap = lake.snapshot_id(commits_t)
+    if snap is None:
+        raise lake.LakeError("abukix.commits holds no commits yet; run `skewless ingest` first")
+    con = connect()
+    commits = commits_arrow(commits_t, snap, event_time=event_time)
+    targets, _, _ = _targets(table, con, commits, None, None)
+    rows = compute(table, commits, targets, until, con)
+    ident = variant_identifier(table, event_time)
+    vt = lake.create_feature_table(ident.split(".", 1)[1], table.arrow_schema, p)
+    summary = {"skewless.operation": "features-build-variant", "skewless.event-time": event_time,
+               COMMITS_SNAPSHOT: str(snap)}
+    if vt.current_snapshot() is None:
+        vt.append(rows, snapshot_properties=summary)
+    else:
+        vt.overwrite(rows, snapshot_properties=summary)
+    return ident
+

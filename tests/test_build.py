@@ -1,0 +1,130 @@
+"""Incremental feature builds: later days add only what is new, late commits restate, reruns change nothing."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from skewless import config, feast_ops, features, ingest, lake
+
+LAST = date(2026, 8, 22)
+
+
+def _rows(table_name: str) -> pd.DataFrame:
+    t = lake.load_table(f"features.{table_name}").scan().to_arrow().to_pandas()
+    key = "repo" if table_name == "repo_activity" else "author_id"
+    return t.sort_values([key, "event_timestamp"]).reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def full_build(tmp_path_factory, sample_parquet) -> dict[str, pd.DataFrame]:
+    """The reference: one build of the whole sample through LAST in its own home."""
+    home = tmp_path_factory.mktemp("full")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SKEWLESS_ENV", "local")
+        mp.setenv("SKEWLESS_HOME", str(home))
+        ingest.ingest([sample_parquet])
+        features.build(LAST)
+        return {t.name: _rows(t.name) for t in features.TABLES}
+
+
+def test_day_by_day_equals_one_build(home, sample_parquet, full_build):
+    ingest.ingest([sample_parquet])
+    features.build(date(2026, 8, 10))
+    for day in pd.date_range("2026-08-11", LAST.isoformat()):
+        features.build(day.date())
+    for t in features.TABLES:
+        pd.testing.assert_frame_equal(_rows(t.name), full_build[t.name])
+
+
+def test_same_day_again_writes_nothing(home, sample_parquet):
+    ingest.ingest([sample_parquet])
+    first = features.build(LAST)
+    again = features.build(LAST)
+    assert [r.rows_written for r in again] == [0, 0]
+    assert [r.snapshot_id for r in again] == [r.snapshot_id for r in first]
+    earlier = features.build(date(2026, 1, 1))  # an earlier day is already built: nothing to do
+    assert [r.snapshot_id for r in earlier] == [r.snapshot_id for r in first]
+
+
+def test_late_commits_restate_built_days_and_the_online_store(home, sample_parquet, tmp_path, full_build):
+    t = pq.read_table(sample_parquet)
+    # Hold back every commit of one week in the middle of the history, as if that batch arrived late.
+    ts = t["committed_at"]
+    late_mask = pc.and_(pc.greater_equal(ts, pd.Timestamp("2026-03-02", tz="UTC")),
+                        pc.less(ts, pd.Timestamp("2026-03-09", tz="UTC")))
+    assert pc.sum(late_mask).as_py() > 10
+    on_time = tmp_path / "on_time.parquet"
+    late = tmp_path / "late.parquet"
+    pq.write_table(t.filter(pc.invert(late_mask)), on_time)
+    pq.write_table(t.filter(late_mask), late)
+
+    ingest.ingest([on_time])
+    features.build(LAST)
+    feast_ops.apply()
+    feast_ops.materialize(LAST)
+    stale = _rows("repo_activity")
+    assert not stale.equals(full_build["repo_activity"])
+
+    ingest.ingest([late])
+    results = features.build(LAST)
+    assert all(r.restated_entities > 0 for r in results)
+    for tb in features.TABLES:
+        pd.testing.assert_frame_equal(_rows(tb.name), full_build[tb.name])
+
+    feast_ops.materialize(LAST)
+    store = feast_ops.feature_store()
+    authors = sorted(set(t.filter(late_mask)["author_id"].to_pylist()))
+    refs = [f"author_activity:{f.name}" for f in features.AUTHOR_ACTIVITY.features]
+    online = store.get_online_features(features=refs, entity_rows=[{"author_id": a} for a in authors]).to_df()
+    expected = (full_build["author_activity"].sort_values("event_timestamp").groupby("author_id").tail(1)
+                .set_index("author_id").loc[authors, [f.name for f in features.AUTHOR_ACTIVITY.features]])
+    got = online.set_index("author_id")[expected.columns].astype("int64")
+    pd.testing.assert_frame_equal(got, expected.astype("int64"))
+
+
+def test_build_before_ingest_says_what_to_run(home):
+    with pytest.raises(lake.LakeError, match="skewless ingest"):
+        features.build(LAST)
+
+
+def test_materialize_beyond_the_built_day_is_refused(home, sample_parquet):
+    ingest.ingest([sample_parquet])
+    features.build(date(2026, 8, 1))
+    feast_ops.apply()
+    with pytest.raises(lake.LakeError, match="built through 2026-08-01"):
+        feast_ops.materialize(LAST)
+
+
+def test_two_homes_never_share_state(tmp_path, monkeypatch, sample_parquet):
+    monkeypatch.setenv("SKEWLESS_ENV", "local")
+    monkeypatch.delenv("FEAST_FS_YAML_FILE_PATH", raising=False)
+    a, b = tmp_path / "a", tmp_path / "b"
+    monkeypatch.setenv("SKEWLESS_HOME", str(a))
+    ingest.ingest([sample_parquet])
+    monkeypatch.setenv("SKEWLESS_HOME", str(b))
+    with pytest.raises(lake.LakeError, match="does not exist"):
+        lake.commits_table()
+    assert config.profile().home == b.resolve()
+    assert sorted(p.name for p in a.iterdir()) == ["catalog.db", "warehouse"]
+
+
+def test_online_reads_survive_another_librarys_sqlite_timestamp_converter(home, sample_parquet):
+    """IPython's history registers a process-global ISO ``timestamp`` converter; Feast's SQLite reads must survive."""
+    import sqlite3
+
+    ingest.ingest([sample_parquet])
+    features.build(LAST)
+    feast_ops.apply()
+    feast_ops.materialize(LAST)
+    sqlite3.register_converter("timestamp", lambda val: __import__("datetime").datetime.fromisoformat(val.decode()))
+    store = feast_ops.feature_store()
+    got = store.get_online_features(features=["repo_activity:commits_last_30d"],
+                                    entity_rows=[{"repo": "spf13/cobra"}]).to_dict()
+    assert got["commits_last_30d"][0] is not None
