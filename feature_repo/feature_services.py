@@ -1,0 +1,25 @@
+"""Feature services: the versioned contracts models are trained and served with.
+
+A change that removes, renames or retypes a feature of a service in use gets a new `_v2` service instead.
+"""
+
+from feast import FeatureService
+
+from author_features import author_activity_fv
+from repo_features import repo_activity_fv
+
+next_week_commits_v1 = FeatureService(
+    name="next_week_commits_v1",
+    features=[repo_activity_fv],
+    description="Features of the next-week-commits model: a repository's recent activity.",
+    owner="ml@skewless.dev",
+    tags={"model": "next_week_commits"},
+)
+
+author_profile_v1 = FeatureService(
+    name="author_profile_v1",
+    features=[author_activity_fv],
+    description="Author activity profile (personal data: restricted).",
+    owner="platform@skewless.dev",
+    tags={"pii": "pseudonymous"},
+)

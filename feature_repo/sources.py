@@ -1,0 +1,32 @@
+"""Iceberg sources: the feature tables that `skewless features build` writes.
+
+The catalog location comes from the active profile (skewless.config.profile), never from this file.
+"""
+
+from feast.infra.data_sources.contrib.iceberg_catalog.iceberg_source import IcebergSource
+
+from skewless.config import FEATURES_NAMESPACE, profile
+from skewless.features import AUTHOR_ACTIVITY, REPO_ACTIVITY
+
+_profile = profile()
+_catalog = _profile.catalog_properties()
+
+
+def _source(table_name: str, description: str) -> IcebergSource:
+    return IcebergSource(
+        name=f"{table_name}_source",
+        catalog_type="sql",
+        catalog_name=_profile.catalog_name,
+        warehouse=_catalog["warehouse"],
+        namespace=FEATURES_NAMESPACE,
+        table=table_name,
+        catalog_properties={"uri": _catalog["uri"]},
+        timestamp_field="event_timestamp",
+        description=description,
+        owner="platform@skewless.dev",
+        tags={"built_by": "skewless features build"},
+    )
+
+
+repo_activity_source = _source(REPO_ACTIVITY.name, REPO_ACTIVITY.description)
+author_activity_source = _source(AUTHOR_ACTIVITY.name, AUTHOR_ACTIVITY.description)

@@ -1,0 +1,1 @@
+"""Feast extensions of skewless (plugged in by class path from ``feature_repo/feature_store*.yaml``)."""

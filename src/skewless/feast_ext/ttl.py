@@ -1,0 +1,148 @@
+"""Online stores whose reads honour a feature view's TTL exactly as the offline point-in-time join does.
+
+Feast's offline retrieval returns null for a view when the newest row at or before the entity timestamp T is older
+than ``T - ttl``; its online stores return whatever they hold, however old (feast-dev/feast issue 6821). A model
+trained on the offline values therefore sees null for an expired entity while the serving path feeds it a stale
+number: train/serve skew. The classes here close the gap through Feast's own extension point, the online store
+class named in ``feature_store*.yaml``:
+
+* :class:`TtlRedisOnlineStore` (production: ``type: skewless.feast_ext.ttl.TtlRedisOnlineStore``) and
+  :class:`TtlSqliteOnlineStore`; the local profile's ``skewless.feast_ext.home.HomeSqliteOnlineStore`` inherits
+  the same behaviour.
+* Rule (Feast's offline rule, ``feast/infra/offline_stores/ibis.py``): a row with event time ``e`` is served at
+  time ``now`` iff ``ttl`` is 0/None or ``e + ttl >= now``. An expired row is returned as "not found" (every
+  feature null) but keeps its event timestamp, so ``to_dict(include_event_timestamps=True)`` still shows how old
+  the held value is (what freshness monitoring reads).
+* ``now`` is the serving time: the wall clock (UTC). :func:`serving_clock` pins it for a block of code, process
+  wide — for tests (a frozen clock) and for replays of a past day (backtests, demos, the parity check as of the
+  materialized day).
+
+A row whose event time is after ``now`` (only possible when ``now`` is pinned before the materialized day) is
+served as held: the online store keeps only the newest row, so it cannot answer for an earlier time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from datetime import datetime, timedelta, timezone
+from typing import Callable, Iterator, List, Literal, Optional, Sequence, Tuple, Union
+
+from feast.feature_view import FeatureView
+from feast.infra.online_stores.online_store import OnlineStore
+from feast.infra.online_stores.redis import RedisOnlineStore, RedisOnlineStoreConfig
+from feast.infra.online_stores.sqlite import SqliteOnlineStore, SqliteOnlineStoreConfig
+from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
+from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+from feast.repo_config import RepoConfig
+
+Row = Tuple[Optional[datetime], Optional[dict]]
+
+
+def wall_clock() -> datetime:
+    """The default serving time: now, UTC."""
+    return datetime.now(timezone.utc)
+
+
+_clock: Callable[[], datetime] = wall_clock
+_clock_lock = threading.Lock()
+
+
+def serving_now() -> datetime:
+    """The time online reads are evaluated at (aware, UTC): the wall clock unless :func:`serving_clock` pins it."""
+    now = _clock()
+    if now.tzinfo is None:
+        raise ValueError(f"the serving clock returned a naive datetime {now!r}; it must be timezone-aware (UTC)")
+    return now.astimezone(timezone.utc)
+
+
+@contextlib.contextmanager
+def serving_clock(at: Union[datetime, Callable[[], datetime]]) -> Iterator[None]:
+    """Evaluate online reads at ``at`` (an aware datetime, or a function returning one) inside the block.
+
+    Process wide (Feast runs reads on worker threads too); the previous clock is restored on exit. For tests and
+    for replaying a past serving day, never for live serving.
+    """
+    global _clock
+    if isinstance(at, datetime):
+        if at.tzinfo is None:
+            raise ValueError(f"serving_clock({at!r}): give a timezone-aware datetime (UTC)")
+        fixed = at
+
+        def clock() -> datetime:
+            return fixed
+    elif callable(at):
+        clock = at
+    else:
+        raise TypeError(f"serving_clock expects an aware datetime or a callable, not {type(at).__name__}")
+    with _clock_lock:
+        previous, _clock = _clock, clock
+    try:
+        yield
+    finally:
+        with _clock_lock:
+            _clock = previous
+
+
+def is_expired(event_ts: Optional[datetime], ttl: Optional[timedelta], now: datetime) -> bool:
+    """True when a row stamped ``event_ts`` is outside ``ttl`` at ``now`` (Feast's offline rule; ttl 0 = none)."""
+    if event_ts is None or not ttl or ttl <= timedelta(0):
+        return False
+    if event_ts.tzinfo is None:  # Feast's stores hand back naive UTC in places
+        event_ts = event_ts.replace(tzinfo=timezone.utc)
+    return event_ts + ttl < now
+
+
+def drop_expired(rows: Sequence[Row], table: FeatureView, now: Optional[datetime] = None) -> List[Row]:
+    """The rows of one ``online_read``, with the values of expired rows removed (their event time kept)."""
+    ttl = getattr(table, "ttl", None)
+    if not ttl:
+        return list(rows)
+    now = now or serving_now()
+    return [(ts, None) if values is not None and is_expired(ts, ttl, now) else (ts, values) for ts, values in rows]
+
+
+class TtlOnlineReadMixin:
+    """Mixin for a Feast online store: every read drops the values of rows older than the view's TTL.
+
+    Put it before the store class in the bases. Reads are routed through ``online_read``/``online_read_async``
+    (Feast's generic per-view path), so a store's batched fast path cannot bypass the rule.
+    """
+
+    def online_read(self, config: RepoConfig, table: FeatureView, entity_keys: List[EntityKeyProto],
+                    requested_features: Optional[List[str]] = None) -> List[Tuple[Optional[datetime],
+                                                                             Optional[dict[str, ValueProto]]]]:
+        rows = super().online_read(config, table, entity_keys, requested_features)  # type: ignore[misc]
+        return drop_expired(rows, table)
+
+    async def online_read_async(self, config: RepoConfig, table: FeatureView, entity_keys: List[EntityKeyProto],
+                                requested_features: Optional[List[str]] = None) -> List[
+            Tuple[Optional[datetime], Optional[dict[str, ValueProto]]]]:
+        rows = await super().online_read_async(config, table, entity_keys, requested_features)  # type: ignore[misc]
+        return drop_expired(rows, table)
+
+    def _read_features_per_fv(self, *args, **kwargs) -> None:
+        OnlineStore._read_features_per_fv(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    async def _read_features_per_fv_async(self, *args, **kwargs) -> None:
+        await OnlineStore._read_features_per_fv_async(self, *args, **kwargs)  # type: ignore[arg-type]
+
+
+class TtlRedisOnlineStoreConfig(RedisOnlineStoreConfig):
+    """Feast's Redis online store config, selecting :class:`TtlRedisOnlineStore`."""
+
+    type: Literal["skewless.feast_ext.ttl.TtlRedisOnlineStore"] = "skewless.feast_ext.ttl.TtlRedisOnlineStore"
+
+
+class TtlRedisOnlineStore(TtlOnlineReadMixin, RedisOnlineStore):
+    """Feast's Redis online store; reads honour the view's TTL (see the module docstring)."""
+
+
+class TtlSqliteOnlineStoreConfig(SqliteOnlineStoreConfig):
+    """Feast's SQLite online store config, selecting :class:`TtlSqliteOnlineStore`."""
+
+    type: Literal["skewless.feast_ext.ttl.TtlSqliteOnlineStore"] = "skewless.feast_ext.ttl.TtlSqliteOnlineStore"
+
+
+class TtlSqliteOnlineStore(TtlOnlineReadMixin, SqliteOnlineStore):
+    """Feast's SQLite online store; reads honour the view's TTL (see the module docstring)."""
