@@ -1,0 +1,173 @@
+"""Latency of one-entity predictions over HTTP: p50/p99 of the ``skewless serve`` predictor, client side.
+
+    python -m serving.bench [--requests 2000] [--repo owner/name ...] [--serving-time ISO] [--url URL]
+
+Without ``--url`` it starts ``skewless serve`` on a free loopback port in a subprocess (the active profile:
+``SKEWLESS_ENV``/``SKEWLESS_HOME``...), waits until the model is ready, measures, and stops it. On data that ends
+in the past pass ``--serving-time`` (a replay); otherwise every row is past its TTL and each answer is a "stale"
+error. Each request is one ``POST`` with one repository (cycling over the ``--repo`` values, by default the
+repositories the serving log has answered), sequential, on one keep-alive connection; v1 and v2 are measured
+separately after a warm-up. Also prints the server's own mean feature-fetch and request times (its histograms).
+Nothing is asserted: the numbers depend on the machine and its load.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import numpy as np
+import typer
+
+from serving.predictor import DEFAULT_MODEL
+
+app = typer.Typer(add_completion=False, help=__doc__)
+
+
+def free_port() -> int:
+    """A TCP port free on the loopback interface right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(port: int, model_name: str = DEFAULT_MODEL, serving_time: str | None = None,
+                 log: Path | None = None) -> subprocess.Popen:
+    """``skewless serve`` on 127.0.0.1:``port`` in a subprocess (stdout/stderr to ``log`` or discarded)."""
+    cmd = [sys.executable, "-m", "skewless.cli", "serve", "--port", str(port), "--model-name", model_name]
+    if serving_time:
+        cmd += ["--serving-time", serving_time]
+    out = open(log, "wb") if log else subprocess.DEVNULL
+    return subprocess.Popen(cmd, env=dict(os.environ), stdout=out, stderr=subprocess.STDOUT)
+
+
+def wait_ready(url: str, model_name: str = DEFAULT_MODEL, timeout: float = 300.0, proc=None) -> None:
+    """Poll the model's readiness until it answers 200 (raises TimeoutError with the last answer)."""
+    import httpx
+
+    deadline, last = time.monotonic() + timeout, "no answer"
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"the server exited with code {proc.returncode}")
+        try:
+            r = httpx.get(f"{url}/v2/models/{model_name}/ready", timeout=5)
+            if r.status_code == 200:
+                return
+            last = f"HTTP {r.status_code} {r.text}"
+        except httpx.HTTPError as e:
+            last = f"{type(e).__name__}"
+        time.sleep(0.5)
+    raise TimeoutError(f"{url} not ready after {timeout:.0f} s: {last}")
+
+
+def _repos(given: list[str] | None, model_name: str) -> list[str]:
+    """The repositories to request: ``--repo`` values, else those the serving log has answered with a prediction."""
+    from serving import feature_log
+
+    if given:
+        return list(given)
+    log = feature_log.read(model_name)
+    served = sorted(set(log.loc[log["error"].isna(), "repo"])) if not log.empty else []
+    if not served:
+        raise typer.BadParameter("no --repo given and the serving log holds no answered repository; pass "
+                                 "--repo owner/name (repeatable)")
+    return served
+
+
+def measure(url: str, repos: list[str], n: int, protocol: str, model_name: str = DEFAULT_MODEL
+            ) -> tuple[np.ndarray, int]:
+    """Seconds per request of ``n`` sequential one-repository requests (after ``n // 10`` warm-up requests), and
+    how many of the answers were per-instance errors instead of predictions."""
+    import httpx
+
+    if protocol == "v1":
+        path = f"{url}/v1/models/{model_name}:predict"
+
+        def body(r):
+            return {"instances": [r]}
+    else:
+        path = f"{url}/v2/models/{model_name}/infer"
+
+        def body(r):
+            return {"inputs": [{"name": "repo", "datatype": "BYTES", "shape": [1], "data": [r]}]}
+    out, errors = np.empty(n), 0
+    with httpx.Client(timeout=10) as client:
+        for i in range(n // 10):
+            client.post(path, json=body(repos[i % len(repos)])).raise_for_status()
+        for i in range(n):
+            t = time.perf_counter()
+            r = client.post(path, json=body(repos[i % len(repos)]))
+            out[i] = time.perf_counter() - t
+            r.raise_for_status()
+            answer = r.json()
+            if protocol == "v1":
+                errors += isinstance(answer["predictions"][0], dict)
+            else:
+                errors += answer["outputs"][0]["data"][0] is None
+    return out, errors
+
+
+def _server_fetch_mean(url: str) -> str:
+    import httpx
+
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    vals = {}
+    for line in text.splitlines():
+        for k in ("skewless_feature_fetch_seconds_sum", "skewless_feature_fetch_seconds_count",
+                  "skewless_predictor_request_seconds_sum", "skewless_predictor_request_seconds_count"):
+            if line.startswith(k + "{"):
+                vals[k] = vals.get(k, 0.0) + float(line.rsplit(" ", 1)[1])
+    parts = []
+    for what in ("feature_fetch", "predictor_request"):
+        s, c = vals.get(f"skewless_{what}_seconds_sum"), vals.get(f"skewless_{what}_seconds_count")
+        if s is not None and c:
+            parts.append(f"server-side mean {what.replace('_', ' ')}: {1e3 * s / c:.2f} ms")
+    return "; ".join(parts)
+
+
+@app.command()
+def main(
+    requests: Annotated[int, typer.Option(help="Timed requests per protocol.")] = 2000,
+    url: Annotated[Optional[str], typer.Option(help="An already running predictor (default: start one).")] = None,
+    model_name: Annotated[str, typer.Option(help="KServe model name.")] = DEFAULT_MODEL,
+    serving_time: Annotated[Optional[str], typer.Option(
+        help="Passed to the started server: REPLAY at this UTC time (data that ends in the past).")] = None,
+    repo: Annotated[Optional[list[str]], typer.Option(
+        help="Repository to request, repeatable (default: those in the serving log).")] = None,
+) -> None:
+    """Measure and print p50/p90/p99 of one-entity predictions over HTTP (v1 and v2)."""
+    from skewless.config import profile
+
+    if requests < 10:
+        raise typer.BadParameter("--requests must be at least 10")
+    repos = _repos(repo, model_name)
+    proc = None
+    if url is None:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        proc = start_server(port, model_name, serving_time)
+    try:
+        wait_ready(url, model_name, proc=proc)
+        p = profile()
+        typer.echo(f"profile {p.name} (online store: {'Redis ' + (p.redis or '') if p.redis else 'SQLite'}), "
+                   f"{len(repos)} repositories, {requests} sequential one-entity requests per protocol, {url}")
+        for protocol in ("v1", "v2"):
+            lat, errors = measure(url, repos, requests, protocol, model_name)
+            lat = lat * 1e3
+            p50, p90, p99 = np.percentile(lat, [50, 90, 99])
+            typer.echo(f"{protocol}: p50 {p50:.2f} ms  p90 {p90:.2f} ms  p99 {p99:.2f} ms  max {lat.max():.2f} ms  "
+                       f"(p99/p50 {p99 / p50:.1f}); {errors} of {requests} answers were per-instance errors")
+        typer.echo(_server_fetch_mean(url))
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    app()
