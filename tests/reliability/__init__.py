@@ -1,0 +1,1 @@
+"""Reliability and security tests: faults (kills, dropped connections, restarts), bad input, TTL parity."""
