@@ -1,0 +1,421 @@
+"""The benchmark's orchestration: data, one worker process per measured path, equality checks, the report.
+
+Every path runs in its own process (:mod:`skewless.bench.worker`), started by :class:`Runner`, which reads the
+child's peak RSS from ``os.wait4`` and enforces a memory cap and a timeout (Feast's stock store can take 20 GB;
+a path stopped by a cap is reported as "did not finish", with where it was stopped). Paths:
+
+historical retrieval (``get_historical_features``), per TTL case and entity-row count
+    ``raw``       one DuckDB ASOF JOIN over the table's Parquet files — the limit;
+    ``skewless``  Feast SDK with :class:`~skewless.feast_ext.offline.IcebergOfflineStore`;
+    ``stock``     Feast SDK with Feast's DuckDB offline store.
+materialization into Redis
+    ``ceiling``   the same hashes, pre-encoded, pipelined (raw protocol bytes; and through redis-py);
+    ``skewless``  ``FeatureStore.materialize`` with the streaming engine and the Iceberg offline store;
+    ``stock``     ``FeatureStore.materialize`` with Feast's local engine and DuckDB offline store;
+    ``kill-rerun`` the skewless path killed part-way, then run again: must end in the same Redis state.
+online reads
+    ``get_online_features`` of the feature service against raw HMGETs of the same hashes.
+
+Retrieval results are compared row by row; Redis states are compared by a digest of every hash.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from skewless import config
+from skewless.bench.data import Sizes
+
+HIST_VIEW = "repo_activity"
+NOTTL_VIEW = "repo_activity_nottl"
+SERVICE = "next_week_commits_v1"
+OFFLINE = {"skewless": "skewless.feast_ext.offline.IcebergOfflineStore", "stock": "duckdb"}
+STREAMING = "skewless.feast_ext.materialize.StreamingComputeEngine"
+
+
+class BenchError(RuntimeError):
+    """The benchmark cannot run as asked (busy Redis database, failed preparation...)."""
+
+
+@dataclass
+class Outcome:
+    """One worker run."""
+
+    label: str
+    ok: bool
+    wall_seconds: float
+    peak_rss_mb: float
+    result: dict[str, Any] = field(default_factory=dict)
+    error: Optional[str] = None
+
+    @property
+    def seconds(self) -> Optional[float]:
+        return self.result.get("seconds") if self.ok else None
+
+
+def _proc_rss_mb(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024 / 1e6
+    except OSError:
+        pass
+    return 0.0
+
+
+class Runner:
+    """Starts workers with a profile home, caps and logs; keeps every outcome."""
+
+    def __init__(self, workdir: Path, echo: Callable[[str], None], cap_mb: float, timeout_s: float) -> None:
+        self.workdir = workdir
+        self.echo = echo
+        self.cap_mb = cap_mb
+        self.timeout_s = timeout_s
+        self.outcomes: list[Outcome] = []
+        (workdir / "specs").mkdir(parents=True, exist_ok=True)
+        (workdir / "logs").mkdir(parents=True, exist_ok=True)
+
+    def env(self, home: Path) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("SKEWLESS_", "FEAST_FS_YAML"))}
+        env.update(config.profile({"SKEWLESS_ENV": "local", "SKEWLESS_HOME": str(home)}).feast_env())
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def run(self, label: str, spec: dict[str, Any], home: Path, cap_mb: Optional[float] = None,
+            timeout_s: Optional[float] = None, stop_when: Optional[Callable[[], bool]] = None) -> Outcome:
+        """Run one worker; kill it past the cap/timeout, or when ``stop_when()`` turns true (a deliberate kill)."""
+        slug = label.replace(" ", "_").replace("/", "_")
+        spec_path = self.workdir / "specs" / f"{slug}.json"
+        spec = {**spec, "result": str(spec_path.with_suffix(".result.json"))}
+        Path(spec["result"]).unlink(missing_ok=True)
+        spec_path.write_text(json.dumps(spec, indent=1, default=str))
+        cap = cap_mb or self.cap_mb
+        timeout = timeout_s or self.timeout_s
+        log = open(self.workdir / "logs" / f"{slug}.log", "w")
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-m", "skewless.bench.worker", str(spec_path)],
+                                env=self.env(home), stdout=log, stderr=subprocess.STDOUT)
+        reason, seen_mb = None, 0.0
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            rss = _proc_rss_mb(proc.pid)
+            seen_mb = max(seen_mb, rss)
+            elapsed = time.perf_counter() - t0
+            if reason is None:
+                if rss > cap:
+                    reason = f"stopped at {rss / 1000:.1f} GB RSS (cap {cap / 1000:.0f} GB) after {elapsed:.0f} s"
+                elif elapsed > timeout:
+                    reason = f"stopped after {elapsed:.0f} s (timeout) at {rss / 1000:.1f} GB RSS"
+                elif stop_when is not None and stop_when():
+                    reason = f"killed on purpose after {elapsed:.1f} s"
+                if reason:
+                    os.kill(proc.pid, signal.SIGKILL)
+            time.sleep(0.01 if stop_when is not None else 0.05)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        log.close()
+        wall = time.perf_counter() - t0
+        peak = max(usage.ru_maxrss * 1024 / 1e6, seen_mb)
+        result_file = Path(spec["result"])
+        ok = reason is None and proc.returncode == 0 and result_file.exists()
+        result = json.loads(result_file.read_text()) if ok else {}
+        error = reason
+        if reason is None and not ok:
+            tail = (self.workdir / "logs" / f"{slug}.log").read_text().strip().splitlines()[-3:]
+            error = f"exit code {proc.returncode}: {' | '.join(tail)}"
+        out = Outcome(label, ok, wall, peak, result, error)
+        self.outcomes.append(out)
+        shown = f"{result['seconds']:.2f} s timed" if ok and "seconds" in result else "done" if ok else error
+        self.echo(f"  {label}: {shown}, peak RSS {peak:.0f} MB ({wall:.0f} s wall)")
+        return out
+
+
+# --- the benchmark ------------------------------------------------------------------------------------------------
+def _yaml(workdir: Path, name: str, offline: str, engine: Any = None, redis: Optional[str] = None) -> Path:
+    import yaml
+
+    base = yaml.safe_load((config.FEATURE_REPO / "feature_store.yaml").read_text())
+    base["offline_store"] = {"type": offline}
+    if engine is not None:
+        base["batch_engine"] = engine
+    if redis is not None:
+        base["online_store"] = {"type": "redis", "connection_string": redis}
+    path = workdir / "yaml" / f"{name}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(base, sort_keys=False))
+    return path
+
+
+def redis_digest(client: Any) -> dict[str, Any]:
+    """Number of keys and a digest of every hash (key, sorted fields and values) of a Redis database."""
+    import hashlib
+
+    keys = list(client.scan_iter(count=10_000))
+    per_key = []
+    for s in range(0, len(keys), 10_000):
+        chunk = keys[s:s + 10_000]
+        pipe = client.pipeline(transaction=False)
+        for k in chunk:
+            pipe.hgetall(k)
+        for k, h in zip(chunk, pipe.execute()):
+            m = hashlib.sha1(k)
+            for f in sorted(h):
+                m.update(b"\x00" + f + b"\x01" + h[f])
+            per_key.append(m.digest())
+    return {"keys": len(keys), "digest": hashlib.sha1(b"".join(sorted(per_key))).hexdigest()}
+
+
+def _same_frames(paths: dict[str, Path]) -> dict[str, Any]:
+    """Compare retrieval results (sorted by row_id): every path against the first."""
+    import pandas as pd
+
+    frames = {}
+    for name, p in paths.items():
+        df = pd.read_parquet(p).sort_values("row_id").reset_index(drop=True)
+        for c in df.columns:
+            if pd.api.types.is_numeric_dtype(df[c]) and c != "row_id":
+                df[c] = df[c].astype("float64")
+            elif pd.api.types.is_datetime64_any_dtype(df[c]):
+                df[c] = pd.to_datetime(df[c], utc=True).astype("datetime64[us, UTC]")
+        frames[name] = df
+    names = list(frames)
+    out: dict[str, Any] = {"compared": names, "identical": True, "detail": ""}
+    ref = frames[names[0]]
+    for other in names[1:]:
+        try:
+            pd.testing.assert_frame_equal(ref, frames[other][list(ref.columns)], check_exact=True)
+        except (AssertionError, KeyError) as e:
+            out["identical"] = False
+            out["detail"] += f"{names[0]} vs {other}: {str(e)[:400]} "
+    return out
+
+
+class Bench:
+    """One benchmark run (see the module docstring); :meth:`run` returns the results dictionary."""
+
+    def __init__(self, sizes: Sizes, workdir: Path, redis_host: str, redis_port: int, redis_db: int,
+                 repeats: int, cap_mb: float, timeout_s: float, echo: Callable[[str], None]) -> None:
+        self.sizes = sizes
+        self.workdir = workdir
+        self.redis = (redis_host, redis_port, redis_db)
+        self.repeats = repeats
+        self.echo = echo
+        self.runner = Runner(workdir, echo, cap_mb, timeout_s)
+        self.results: dict[str, Any] = {}
+
+    # --- data ---------------------------------------------------------------------------------------------------
+    def prepare(self) -> None:
+        w = self.workdir
+        sources = [str(s) for s in ([config.SAMPLE_COMMITS] if self.sizes.sample_seed else config.commit_sources())]
+        stamp = {"sources": sources, "sizes": asdict(self.sizes),
+                 "mtimes": [os.path.getmtime(s) for s in sources if os.path.exists(s)]}
+        stamp_path = w / "data.json"
+        if stamp_path.exists() and json.loads(stamp_path.read_text()).get("stamp") == stamp:
+            self.results["data"] = json.loads(stamp_path.read_text())["data"]
+            self.echo("data: reusing " + str(w))
+            return
+        import shutil
+
+        for d in ("seed", "hist", "mat"):
+            shutil.rmtree(w / d, ignore_errors=True)
+        self.echo(f"data: building the seed features from {', '.join(sources)}")
+        seed = w / "seed_repo_activity.parquet"
+        seed_out = self._need(self.runner.run("prepare seed", {"task": "prepare_seed", "sources": sources,
+                                                                "seed_path": str(seed)}, w / "seed"))
+        self.echo(f"data: scaling to {self.sizes.feature_rows:,} feature rows and {self.sizes.headline:,} entity rows")
+        hist = self._need(self.runner.run("prepare hist", {
+            "task": "prepare_home", "kind": "hist", "seed_path": str(seed), "feature_rows": self.sizes.feature_rows,
+            "entity_rows": self.sizes.headline, "entity_path": str(w / "entity_rows.parquet"),
+            "nottl_view": NOTTL_VIEW}, w / "hist"))
+        mat = self._need(self.runner.run("prepare mat", {
+            "task": "prepare_home", "kind": "mat", "seed_path": str(seed), "mat_entities": self.sizes.mat_entities,
+            "mat_days": self.sizes.mat_days}, w / "mat"))
+        data = {"seed": seed_out.result, "hist": hist.result, "mat": mat.result}
+        stamp_path.write_text(json.dumps({"stamp": stamp, "data": data}, indent=1))
+        self.results["data"] = data
+
+    def _need(self, o: Outcome) -> Outcome:
+        if not o.ok:
+            raise BenchError(f"{o.label} failed: {o.error} (log in {self.workdir / 'logs'})")
+        return o
+
+    # --- historical ---------------------------------------------------------------------------------------------
+    def historical(self) -> None:
+        w, hist = self.workdir, self.results["data"]["hist"]
+        yamls = {k: _yaml(w, f"hist_{k}", v) for k, v in OFFLINE.items()}
+        out: dict[str, Any] = {}
+        for case, view in (("ttl", HIST_VIEW), ("nottl", NOTTL_VIEW)):
+            meta = hist["views"][view]
+            for n in self.sizes.entity_rows:
+                self.echo(f"historical {case}, {n:,} entity rows x {hist['rows']:,} feature rows")
+                base = {"task": "historical", "view": view, "n": n, "entity_path": str(w / "entity_rows.parquet"),
+                        "features": meta["features"], "entity": meta["entity"], "ttl_us": meta["ttl_us"],
+                        "table": "features.repo_activity"}
+                runs: dict[str, list[Outcome]] = {"raw": [], "skewless": [], "stock": []}
+                parquet: dict[str, Path] = {}
+                reps = self.repeats if n == self.sizes.headline else 1
+                for rep in range(reps):
+                    for engine in ("raw", "skewless"):
+                        target = w / "out" / f"{case}_{n}_{engine}.parquet"
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        spec = {**base, "engine": engine, "out_parquet": str(target),
+                                "yaml": str(yamls.get(engine, yamls["skewless"]))}
+                        o = self.runner.run(f"hist {case} {n} {engine} #{rep + 1}", spec, w / "hist")
+                        runs[engine].append(o)
+                        if o.ok:
+                            parquet[engine] = target
+                if case == "ttl" or n <= self.sizes.stock_nottl_max_rows or n == self.sizes.headline:
+                    target = w / "out" / f"{case}_{n}_stock.parquet"
+                    spec = {**base, "engine": "stock", "out_parquet": str(target), "yaml": str(yamls["stock"])}
+                    o = self.runner.run(f"hist {case} {n} stock", spec, w / "hist")
+                    runs["stock"].append(o)
+                    if o.ok:
+                        parquet["stock"] = target
+                same = _same_frames(parquet) if len(parquet) > 1 else {"compared": list(parquet), "identical": None}
+                self.echo(f"  identical results ({', '.join(same['compared'])}): {same['identical']}")
+                out[f"{case}/{n}"] = {"case": case, "n": n, "same": same,
+                                      "runs": {k: [asdict(o) for o in v] for k, v in runs.items()}}
+        self.results["historical"] = out
+
+    # --- materialization and online reads -----------------------------------------------------------------------
+    def _redis_client(self):
+        import redis
+
+        host, port, db = self.redis
+        return redis.Redis(host=host, port=port, db=db, socket_timeout=30)
+
+    def _redis_spec(self) -> dict[str, Any]:
+        host, port, db = self.redis
+        return {"redis_host": host, "redis_port": port, "redis_db": db}
+
+    def materialization(self) -> None:
+        w, mat = self.workdir, self.results["data"]["mat"]
+        client = self._redis_client()
+        host, port, db = self.redis
+        if client.dbsize():
+            raise BenchError(f"Redis {host}:{port} database {db} is not empty; the benchmark writes and flushes it — "
+                             "choose an empty one with --redis-db")
+        conn = f"{host}:{port},db={db}"
+        engines = {"skewless": {"type": STREAMING, "batch_size": self.sizes.mat_batch_size}, "stock": "local"}
+        yamls = {k: _yaml(w, f"mat_{k}", OFFLINE[k], engines[k], conn) for k in OFFLINE}
+        meta = mat["views"][HIST_VIEW]
+        start = datetime.fromisoformat(mat["first"]) - timedelta(days=1)
+        end = datetime.fromisoformat(mat["last"]) + timedelta(days=1)
+        base = {**self._redis_spec(), "task": "materialize", "view": HIST_VIEW, "start": start.isoformat(),
+                "end": end.isoformat(), "entities": mat["entities"]}
+        out: dict[str, Any] = {"entities": mat["entities"], "table_rows": mat["rows"],
+                               "features": len(meta["features"])}
+
+        def digest(label: str) -> dict[str, Any]:
+            d = redis_digest(client)
+            self.echo(f"  Redis state after {label}: {d['keys']:,} keys, digest {d['digest'][:12]}")
+            client.flushdb()
+            return d
+
+        def run(label: str, spec: dict[str, Any], **kw: Any) -> Outcome:
+            """A worker run, with the Redis server's CPU seconds during it."""
+            before = client.info("cpu")
+            o = self.runner.run(label, spec, w / "mat", **kw)
+            after = client.info("cpu")
+            o.result["redis_cpu_seconds"] = sum(after[k] - before[k] for k in ("used_cpu_user", "used_cpu_sys"))
+            return o
+
+        def record(key: str, runs: list[tuple[Outcome, Optional[dict[str, Any]]]]) -> None:
+            """The fastest finished run as the outcome; every run and its Redis state kept."""
+            ok = [(o, d) for o, d in runs if o.ok]
+            best, best_digest = min(ok, key=lambda od: od[0].result["seconds"]) if ok else runs[0]
+            out[key] = {"outcome": asdict(best), "digest": best_digest,
+                        "runs": [{"outcome": asdict(o), "digest": d} for o, d in runs]}
+
+        self.echo(f"materialization: {mat['entities']:,} entities x {len(meta['features'])} features "
+                  f"({mat['rows']:,} table rows) into Redis db {db}")
+        ceiling_spec = {**self._redis_spec(), "task": "ceiling", "view": HIST_VIEW, "entity": meta["entity"],
+                        "table": "features.repo_activity", "yaml": str(yamls["skewless"])}
+        runs: dict[str, list[tuple[Outcome, Optional[dict[str, Any]]]]] = {
+            **{f"ceiling_{v}": [] for v in self.sizes.ceiling_variants}, "skewless": []}
+        for rep in range(self.repeats):  # alternated, best of each kept: the machine's load changes by the minute
+            for variant in self.sizes.ceiling_variants:
+                o = run(f"ceiling {variant} #{rep + 1}", {**ceiling_spec, "variant": variant})
+                runs[f"ceiling_{variant}"].append((o, digest(f"ceiling {variant}") if o.ok else None))
+                client.flushdb()
+            o = run(f"materialize skewless #{rep + 1}", {**base, "yaml": str(yamls["skewless"])})
+            if o.ok and rep == 0:
+                self.echo("online reads: get_online_features vs raw HMGET")
+                names = self._entity_names(meta["entity"])
+                on = self.runner.run("online", {**self._redis_spec(), "task": "online",
+                                                "yaml": str(yamls["skewless"]), "service": SERVICE,
+                                                "entity": meta["entity"], "entity_names": names,
+                                                "requests": 2000 if self.sizes.name == "full" else 200}, w / "mat")
+                self.results["online"] = asdict(on)
+            runs["skewless"].append((o, digest("skewless") if o.ok else None))
+            client.flushdb()
+        for key, r in runs.items():
+            record(key, r)
+        client.flushdb()
+        # Killed part-way (once a tenth of the entities are written), then run again to the end.
+        threshold = max(1, mat["entities"] // 10)
+        killed = run("materialize skewless (killed)", {**base, "yaml": str(yamls["skewless"])},
+                     stop_when=lambda: client.dbsize() >= threshold)
+        at_kill = client.dbsize()
+        rerun = run("materialize skewless (rerun)", {**base, "yaml": str(yamls["skewless"])})
+        out["kill_rerun"] = {"killed": asdict(killed), "keys_at_kill": at_kill, "rerun": asdict(rerun),
+                             "digest": digest("kill-rerun") if rerun.ok else None}
+        client.flushdb()
+        o = run("materialize stock", {**base, "yaml": str(yamls["stock"])})
+        record("stock", [(o, digest("stock") if o.ok else None)])
+        client.flushdb()
+        ref = (out["skewless"]["digest"] or {}).get("digest")
+        identical: dict[str, Optional[bool]] = {}
+        for key, v in out.items():
+            if not isinstance(v, dict) or "digest" not in v:
+                continue
+            states = [r["digest"] for r in v.get("runs", [{"digest": v["digest"]}]) if r["digest"]]
+            identical[key] = all(d["digest"] == ref for d in states) if states and ref else None
+        out["identical"] = identical
+        self.results["materialization"] = out
+
+    def _entity_names(self, key: str) -> list[str]:
+        import pyarrow.compute as pc
+
+        from skewless import lake
+        from skewless.config import profile
+
+        p = profile({"SKEWLESS_ENV": "local", "SKEWLESS_HOME": str(self.workdir / "mat")})
+        t = lake.load_table("features.repo_activity", p).scan(selected_fields=(key,), limit=200_000).to_arrow()
+        return pc.unique(t[key]).to_pylist()[:20_000]
+
+    # --- everything ---------------------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        started = datetime.now(timezone.utc)
+        self.results["run"] = {
+            "sizes": asdict(self.sizes), "started": started.isoformat(), "python": platform.python_version(),
+            "machine": {"cores": os.cpu_count(), "memory_gb": round(os.sysconf("SC_PAGE_SIZE") *
+                                                                   os.sysconf("SC_PHYS_PAGES") / 1e9, 1),
+                        "load_before": os.getloadavg()},
+            "versions": _versions(), "repeats": self.repeats, "cap_mb": self.runner.cap_mb,
+            "timeout_s": self.runner.timeout_s,
+        }
+        self.prepare()
+        self.historical()
+        self.materialization()
+        self.results["run"]["finished"] = datetime.now(timezone.utc).isoformat()
+        self.results["run"]["load_after"] = os.getloadavg()
+        return self.results
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    return {p: version(p) for p in ("feast", "duckdb", "pyiceberg", "pyarrow", "pandas", "redis")}

@@ -1,0 +1,51 @@
+"""`skewless bench --quick`: the benchmark still runs end to end and every path returns the same thing.
+
+Equality only — never timing (the report prints ratios; a test asserting them would fail on a busy machine).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import redis
+
+from skewless import bench
+from skewless.bench import report
+
+REDIS_DB = 5  # this test's Redis database: checked empty by the benchmark, flushed after each path
+
+
+def test_quick_bench_paths_agree(tmp_path: Path) -> None:
+    lines: list[str] = []
+    try:
+        results, files = bench.run(True, tmp_path / "work", tmp_path / "out", redis_db=REDIS_DB, echo=lines.append)
+    finally:
+        redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB).flushdb()
+    summary = report.summary(results)
+
+    # Historical retrieval: raw ASOF JOIN, skewless store and stock Feast return identical rows, both TTL cases.
+    assert {h["case"] for h in summary["historical"].values()} == {"ttl", "nottl"}
+    for key, h in summary["historical"].items():
+        assert sorted(h["compared"]) == ["raw", "skewless", "stock"], key
+        assert h["identical"] is True, results["historical"][key]["same"]["detail"]
+        assert all(b["runs"] >= 1 for b in h["best"].values())
+    rows = results["data"]["hist"]["rows"]
+    assert rows >= bench.QUICK.feature_rows * 0.99
+
+    # Materialization: the ceiling, the streaming engine, the stock engine and the killed-then-rerun engine leave the
+    # same Redis state, and the kill really interrupted a run.
+    m = results["materialization"]
+    assert set(m["identical"]) >= {"ceiling_resp", "skewless", "stock", "kill_rerun"}
+    assert all(m["identical"].values()), m["identical"]
+    assert m["skewless"]["digest"]["keys"] == results["data"]["mat"]["entities"]
+    kill = m["kill_rerun"]
+    assert not kill["killed"]["ok"] and kill["killed"]["error"].startswith("killed on purpose")
+    assert 0 < kill["keys_at_kill"] < results["data"]["mat"]["entities"]
+
+    # Online reads were measured through the feature service, and the report names every goal.
+    assert results["online"]["ok"]
+    text = files["markdown"].read_text()
+    for heading in ("get_historical_features over Iceberg", "Materialization into Redis", "Online reads", "Goals"):
+        assert heading in text
+    assert files["json"].exists()
+    assert "plot" in files and files["plot"].stat().st_size > 10_000
