@@ -7,6 +7,8 @@ warehouse inside ``SKEWLESS_HOME``. Resources come from :func:`skewless.config.p
 from __future__ import annotations
 
 import logging
+import random
+import time
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
@@ -54,7 +56,13 @@ def _ensure_postgres_database(url: str) -> None:
         with engine.connect() as conn:
             exists = conn.execute(sa.text("SELECT 1 FROM pg_database WHERE datname = :d"), {"d": u.database}).scalar()
             if not exists:
-                conn.execute(sa.text(f'CREATE DATABASE "{u.database}"'))
+                try:
+                    conn.execute(sa.text(f'CREATE DATABASE "{u.database}"'))
+                except (sa.exc.ProgrammingError, sa.exc.IntegrityError):
+                    # Another process created it between the check and the CREATE: that is what we wanted.
+                    if not conn.execute(sa.text("SELECT 1 FROM pg_database WHERE datname = :d"),
+                                        {"d": u.database}).scalar():
+                        raise
         engine.dispose()
     except sa.exc.OperationalError as e:
         raise LakeError(
@@ -72,10 +80,40 @@ def catalog(p: Profile | None = None) -> "SqlCatalog":
     p.warehouse.mkdir(parents=True, exist_ok=True)
     if p.name == "production":
         _ensure_postgres_database(p.catalog_uri)
-    cat = SqlCatalog(p.catalog_name, **p.catalog_properties())
+    return _first_use_retried(lambda: _open_catalog(SqlCatalog, p))
+
+
+def _open_catalog(cls: type, p: Profile) -> "SqlCatalog":
+    cat = cls(p.catalog_name, **p.catalog_properties())
     for ns in (COMMITS_TABLE.split(".")[0], FEATURES_NAMESPACE):
         cat.create_namespace_if_not_exists(ns)
     return cat
+
+
+def _first_use_retried(open_it, attempts: int = 8):
+    """Open the catalog, retrying the races of a first use by several processes at once.
+
+    On an empty catalog database, pyiceberg creates its tables and skewless its namespaces; two processes doing it
+    at the same moment see "table already exists", a unique-key violation or (SQLite) "database is locked". Each is
+    harmless once the other process has finished, so the open is retried with a short jittered backoff; any other
+    error, or the same one after the last attempt, is raised.
+    """
+    import sqlalchemy as sa
+    from pyiceberg.exceptions import NamespaceAlreadyExistsError
+
+    for attempt in range(attempts):
+        try:
+            return open_it()
+        except (sa.exc.OperationalError, sa.exc.IntegrityError, sa.exc.ProgrammingError,
+                NamespaceAlreadyExistsError) as e:
+            text = str(e).lower()
+            transient = isinstance(e, (sa.exc.IntegrityError, NamespaceAlreadyExistsError)) or any(
+                m in text for m in ("already exists", "database is locked", "duplicate key", "unique constraint"))
+            if not transient or attempt == attempts - 1:
+                raise
+            log.debug("catalog first use raced another process (%s); retrying", e)
+            time.sleep(0.05 * (2 ** attempt) * (0.5 + random.random()))
+    raise AssertionError("unreachable")
 
 
 def _check_owned(table: "Table", p: Profile) -> None:
