@@ -59,7 +59,7 @@ finally:
 from serving.feature_log import FeatureLog
 from serving.metrics import metrics
 from skewless import skew
-from skewless.config import Profile, profile
+from skewless.config import FEATURE_SERVICE_TAG, Profile, profile
 
 if TYPE_CHECKING:
     from feast import FeatureService, FeatureStore
@@ -67,7 +67,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "next_week_commits"
-FEATURE_SERVICE_TAG = "feature_service"
 MAX_INSTANCES = 1000
 MAX_REPO_CHARS = 200
 #: Seconds between two readiness re-checks of a predictor that is not ready.

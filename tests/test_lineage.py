@@ -278,7 +278,11 @@ def test_lineage_before_apply_says_what_to_run(home):
         lineage.collect()
 
 
-def test_the_service_tag_is_the_one_training_sets():
-    from training.train import FEATURE_SERVICE_TAG
+def test_the_service_tag_has_one_definition():
+    """Training, serving and lineage read the tag from skewless.config; none of them redefines it."""
+    import serving.predictor
+    import training.train
 
-    assert lineage.FEATURE_SERVICE_TAG == FEATURE_SERVICE_TAG
+    assert training.train.FEATURE_SERVICE_TAG is serving.predictor.FEATURE_SERVICE_TAG is lineage.FEATURE_SERVICE_TAG
+    for module in (training.train, serving.predictor, lineage):
+        assert 'FEATURE_SERVICE_TAG = ' not in Path(module.__file__).read_text(), module.__name__

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping
 import numpy as np
 import pandas as pd
 
-from skewless.config import Profile, profile
+from skewless.config import FEATURE_SERVICE_TAG, Profile, profile
 from training import dataset
 from training.labels import BASELINES, KEYS, LABEL
 
@@ -31,7 +31,6 @@ MODEL_NAME = "next_week_commits"
 EXPERIMENT = "next_week_commits"
 #: Run tag prefix of the snapshot ids read (``iceberg.snapshot.abukix.commits`` ...).
 SNAPSHOT_TAG = "iceberg.snapshot."
-FEATURE_SERVICE_TAG = "feature_service"
 #: Run tag: URI of the logged model (what :func:`register` registers).
 MODEL_URI_TAG = "model_uri"
 #: Predictions are floored here for the Poisson deviance only (it is undefined for a prediction of 0).

@@ -55,6 +55,10 @@ FEATURE_REPO = PROJECT_ROOT / "feature_repo"
 COMMITS_TABLE = "abukix.commits"
 FEATURES_NAMESPACE = "features"
 
+#: Tag of an MLflow run / registered model version naming the Feast feature service it was trained on: training
+#: sets it, the predictor fetches that service, lineage and the feature guard read it. One definition.
+FEATURE_SERVICE_TAG = "feature_service"
+
 
 class ProfileError(ValueError):
     """The environment names a profile or a setting that skewless cannot use."""

@@ -34,15 +34,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 from skewless import features, lake
-from skewless.config import COMMITS_TABLE, Profile, datahub_gms, profile
+from skewless.config import COMMITS_TABLE, FEATURE_SERVICE_TAG, Profile, datahub_gms, profile
 
 if TYPE_CHECKING:
     from datahub.emitter.mcp import MetadataChangeProposalWrapper
     from feast import FeatureStore
 
-#: The model-version tag naming the feature service a model was trained with (set by ``training.train``; the
-#: predictor reads the same tag).
-FEATURE_SERVICE_TAG = "feature_service"
 FEAST_PLATFORM = "feast"
 ICEBERG_PLATFORM = "iceberg"
 MLFLOW_PLATFORM = "mlflow"
