@@ -33,6 +33,7 @@ RUNBOOKS = {
     "RedisOnlineStoreStale": "redis-online-store-stale",
     "FeatureFreshnessSLOViolation": "feature-freshness-slo-violation",
     "OnlineOfflineParityFailed": "online-offline-parity-failed",
+    "SkewlessMetricsAbsent": "skewless-metrics-absent",
 }
 #: Series Prometheus itself produces (the dashboard annotates firing alerts from ALERTS).
 PROMETHEUS_BUILTIN = {"ALERTS"}
