@@ -51,13 +51,6 @@ from datetime import date, datetime, timedelta, timezone
 from airflow.sdk import DAG, CronDataIntervalTimetable, TriggerRule, task
 
 
-def feature_day(data_interval_end: datetime | None) -> date:
-    """The day D a run builds and materializes through: the UTC day of its interval end (see the DAG doc)."""
-    if data_interval_end is None:
-        raise ValueError("this run has no data interval; trigger it with a logical date (the day it processes)")
-    return data_interval_end.astimezone(timezone.utc).date()
-
-
 with DAG(
     dag_id="commits_features_daily",
     description="Ingest commits, build the feature tables, materialize the online store, check parity, publish "
@@ -90,8 +83,9 @@ with DAG(
     def build_features(data_interval_end: datetime | None = None) -> str:
         """Build every feature table through the interval's feature day."""
         from skewless import features
+        from skewless.schedule import interval_day
 
-        day = feature_day(data_interval_end)
+        day = interval_day(data_interval_end)
         for r in features.build(day, progress=print):
             print(r)
         return day.isoformat()

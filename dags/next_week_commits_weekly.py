@@ -23,16 +23,9 @@ Training code lives in `training/` (one module per stage); the DAG only calls it
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 
 from airflow.sdk import DAG, CronDataIntervalTimetable, task
-
-
-def training_day(data_interval_end: datetime | None) -> date:
-    """The last UTC day whose data a run may use: the day of its interval end."""
-    if data_interval_end is None:
-        raise ValueError("this run has no data interval; trigger it with a logical date")
-    return data_interval_end.astimezone(timezone.utc).date()
 
 
 with DAG(
@@ -56,9 +49,10 @@ with DAG(
     @task
     def train_candidate(data_interval_end: datetime | None = None) -> dict:
         """Train and log a candidate model on the weeks labeled by the interval end (not registered)."""
+        from skewless.schedule import interval_day
         from training import train
 
-        result = train.train(until=training_day(data_interval_end), register=False)
+        result = train.train(until=interval_day(data_interval_end), register=False)
         print(result)
         return {"run_id": result.run_id}
 

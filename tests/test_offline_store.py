@@ -8,7 +8,6 @@ so both stores being wrong the same way would fail too. Materialization is compa
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from homes import exported
 from skewless.data import SAMPLE_COMMITS as SAMPLE
 from skewless import config
 
@@ -34,17 +34,6 @@ DAY = pd.Timedelta(days=1)
 REDIS_DBS = (6, 7)  # this module's Redis databases (stock, skewless); checked empty, flushed after
 REPO_FEATURES = ["commits_last_7d", "commits_last_30d", "active_authors_last_30d", "lines_changed_last_7d",
                  "mean_files_per_commit_last_30d", "days_since_last_commit"]
-
-
-@contextlib.contextmanager
-def exported(home: Path) -> Iterator[None]:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SKEWLESS_ENV", "local")
-        mp.setenv("SKEWLESS_HOME", str(home))
-        mp.delenv("FEAST_FS_YAML_FILE_PATH", raising=False)
-        for k, v in config.profile().feast_env().items():
-            mp.setenv(k, v)
-        yield
 
 
 @dataclass

@@ -17,12 +17,10 @@ and a pipeline that emits a zero-history row (0 counts, null mean and days_since
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -31,6 +29,7 @@ import pytest
 
 import edge_cases
 import reference
+from homes import exported
 from skewless.data import SAMPLE_COMMITS as SAMPLE
 from skewless import config
 
@@ -40,18 +39,6 @@ US = pd.Timedelta(microseconds=1)
 DAY = pd.Timedelta(days=1)
 END = reference.as_of_date(UNTIL) + DAY  # every T is < END
 SEED = 20260822
-
-
-@contextlib.contextmanager
-def exported(home: Path) -> Iterator[None]:
-    """The environment of the ``home`` fixture (local profile, this SKEWLESS_HOME), restored on exit."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SKEWLESS_ENV", "local")
-        mp.setenv("SKEWLESS_HOME", str(home))
-        mp.delenv("FEAST_FS_YAML_FILE_PATH", raising=False)
-        for k, v in config.profile().feast_env().items():
-            mp.setenv(k, v)
-        yield
 
 
 @dataclass

@@ -85,15 +85,17 @@ def test_daily_dag_is_a_data_interval_dag(dagbag):
     assert dag.task_dict["publish_metrics"].trigger_rule == "all_done"
 
 
-def test_feature_day_is_the_utc_day_of_the_interval_end():
-    spec = importlib.util.spec_from_file_location("daily_dag_module", DAGS_FOLDER / "commits_features_daily.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    assert mod.feature_day(datetime(2026, 8, 21, tzinfo=timezone.utc)) == date(2026, 8, 21)
+def test_a_run_works_on_the_utc_day_of_its_interval_end():
+    """Both DAGs take their day from skewless.schedule.interval_day (inside the task: no import at parse time)."""
+    from skewless.schedule import interval_day
+
+    for dag_file in ("commits_features_daily.py", "next_week_commits_weekly.py"):
+        assert "interval_day(data_interval_end)" in (DAGS_FOLDER / dag_file).read_text(), dag_file
+    assert interval_day(datetime(2026, 8, 21, tzinfo=timezone.utc)) == date(2026, 8, 21)
     # 2026-08-21 01:00 in UTC+2 is 2026-08-20 23:00 UTC.
-    assert mod.feature_day(datetime(2026, 8, 21, 1, tzinfo=timezone(timedelta(hours=2)))) == date(2026, 8, 20)
+    assert interval_day(datetime(2026, 8, 21, 1, tzinfo=timezone(timedelta(hours=2)))) == date(2026, 8, 20)
     with pytest.raises(ValueError, match="no data interval"):
-        mod.feature_day(None)
+        interval_day(None)
 
 
 def test_parsing_does_no_io_and_no_heavy_imports(tmp_path):

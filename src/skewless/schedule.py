@@ -1,0 +1,13 @@
+"""What day a scheduled run works on: the one rule both DAGs (``dags/``) apply to their data interval."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+
+
+def interval_day(data_interval_end: datetime | None) -> date:
+    """The UTC day of a run's data-interval end: the day a daily run builds and materializes through (its rows use
+    only commits before it), and the last day whose data a weekly training run may use. Never ``now()``."""
+    if data_interval_end is None:
+        raise ValueError("this run has no data interval; trigger it with a logical date (the day it processes)")
+    return data_interval_end.astimezone(timezone.utc).date()
