@@ -37,6 +37,7 @@ from skewless import config
 from skewless.bench.data import Sizes
 
 HIST_VIEW = "repo_activity"
+TTL_VIEW = "repo_activity_ttl1d"
 NOTTL_VIEW = "repo_activity_nottl"
 SERVICE = "next_week_commits_v1"
 OFFLINE = {"skewless": "skewless.feast_ext.offline.IcebergOfflineStore", "stock": "duckdb"}
@@ -151,7 +152,10 @@ def _yaml(workdir: Path, name: str, offline: str, engine: Any = None, redis: Opt
     if engine is not None:
         base["batch_engine"] = engine
     if redis is not None:
-        base["online_store"] = {"type": "redis", "connection_string": redis}
+        # The production profile's online store, settings included (feature_store.production.yaml): Feast's Redis
+        # store with TTL-aware reads, every materialized row written (skip_dedup). Stock and skewless share it.
+        prod = yaml.safe_load((config.FEATURE_REPO / "feature_store.production.yaml").read_text())["online_store"]
+        base["online_store"] = {**prod, "connection_string": redis}
     path = workdir / "yaml" / f"{name}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(base, sort_keys=False))
@@ -219,7 +223,7 @@ class Bench:
     def prepare(self) -> None:
         w = self.workdir
         sources = [str(s) for s in ([config.SAMPLE_COMMITS] if self.sizes.sample_seed else config.commit_sources())]
-        stamp = {"sources": sources, "sizes": asdict(self.sizes),
+        stamp = {"sources": sources, "sizes": asdict(self.sizes), "views": [TTL_VIEW, NOTTL_VIEW],
                  "mtimes": [os.path.getmtime(s) for s in sources if os.path.exists(s)]}
         stamp_path = w / "data.json"
         if stamp_path.exists() and json.loads(stamp_path.read_text()).get("stamp") == stamp:
@@ -238,7 +242,7 @@ class Bench:
         hist = self._need(self.runner.run("prepare hist", {
             "task": "prepare_home", "kind": "hist", "seed_path": str(seed), "feature_rows": self.sizes.feature_rows,
             "entity_rows": self.sizes.headline, "entity_path": str(w / "entity_rows.parquet"),
-            "nottl_view": NOTTL_VIEW}, w / "hist"))
+            "ttl_view": TTL_VIEW, "nottl_view": NOTTL_VIEW}, w / "hist"))
         mat = self._need(self.runner.run("prepare mat", {
             "task": "prepare_home", "kind": "mat", "seed_path": str(seed), "mat_entities": self.sizes.mat_entities,
             "mat_days": self.sizes.mat_days}, w / "mat"))
@@ -256,7 +260,7 @@ class Bench:
         w, hist = self.workdir, self.results["data"]["hist"]
         yamls = {k: _yaml(w, f"hist_{k}", v) for k, v in OFFLINE.items()}
         out: dict[str, Any] = {}
-        for case, view in (("ttl", HIST_VIEW), ("nottl", NOTTL_VIEW)):
+        for case, view in (("ttl", TTL_VIEW), ("nottl", NOTTL_VIEW)):
             meta = hist["views"][view]
             for n in self.sizes.entity_rows:
                 self.echo(f"historical {case}, {n:,} entity rows x {hist['rows']:,} feature rows")
