@@ -1,6 +1,8 @@
-"""Latency of one-entity predictions over HTTP: p50/p99 of the ``skewless serve`` predictor, client side.
+"""Latency of one-entity predictions over HTTP: p50/p99 of the ``skewless serve`` predictor, client side, next to
+``feast serve`` (features only, one worker) for the same entities and feature service.
 
     python -m serving.bench [--requests 2000] [--repo owner/name ...] [--serving-time ISO] [--url URL]
+                            [--no-feast-serve]
 
 Without ``--url`` it starts ``skewless serve`` on a free loopback port in a subprocess (the active profile:
 ``SKEWLESS_ENV``/``SKEWLESS_HOME``...), waits until the model is ready, measures, and stops it. On data that ends
@@ -8,6 +10,9 @@ in the past pass ``--serving-time`` (a replay); otherwise every row is past its 
 error. Each request is one ``POST`` with one repository (cycling over the ``--repo`` values, by default the
 repositories the serving log has answered), sequential, on one keep-alive connection; v1 and v2 are measured
 separately after a warm-up. Also prints the server's own mean feature-fetch and request times (its histograms).
+Then, unless ``--no-feast-serve``, it starts ``feast serve -w 1`` on the same profile (same yaml, same online
+store) and times ``POST /get-online-features`` of the model's feature service for the same repositories, the same
+way, and prints the ratio of the predictor's p99 (features + model + serving log) to feast serve's (features only).
 Nothing is asserted: the numbers depend on the machine and its load.
 """
 
@@ -112,6 +117,71 @@ def measure(url: str, repos: list[str], n: int, protocol: str, model_name: str =
     return out, errors
 
 
+def start_feast_serve(port: int, log: Path | None = None) -> subprocess.Popen:
+    """Feast's own feature server (``feast serve``, one worker, no access log) on the active profile."""
+    from skewless.config import FEATURE_REPO, profile
+
+    feast = str(Path(sys.executable).with_name("feast"))
+    cmd = [feast, "-c", str(FEATURE_REPO), "serve", "-p", str(port), "-w", "1", "--no-access-log"]
+    out = open(log, "wb") if log else subprocess.DEVNULL
+    return subprocess.Popen(cmd, env={**os.environ, **profile().feast_env()}, stdout=out, stderr=subprocess.STDOUT)
+
+
+def wait_feast_ready(url: str, timeout: float = 300.0, proc=None) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"feast serve exited with code {proc.returncode}")
+        try:
+            if httpx.get(f"{url}/health", timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"feast serve at {url} not healthy after {timeout:.0f} s")
+
+
+def measure_feast_serve(url: str, service: str, join_key: str, repos: list[str], n: int) -> tuple[np.ndarray, int]:
+    """Seconds per request of ``n`` sequential one-entity ``/get-online-features`` calls of ``service`` (after a
+    warm-up), and how many answers held no value for the entity (all features null)."""
+    import httpx
+
+    out, missing = np.empty(n), 0
+    with httpx.Client(timeout=10) as client:
+        def call(r):
+            return client.post(f"{url}/get-online-features",
+                               json={"feature_service": service, "entities": {join_key: [r]}})
+        for i in range(n // 10):
+            call(repos[i % len(repos)]).raise_for_status()
+        for i in range(n):
+            t = time.perf_counter()
+            resp = call(repos[i % len(repos)])
+            out[i] = time.perf_counter() - t
+            resp.raise_for_status()
+            results = resp.json()["results"][1:]  # the first result is the join key itself
+            missing += all(v["values"][0] is None for v in results)
+    return out, missing
+
+
+def _service_and_key(url: str, repo: str, model_name: str) -> tuple[str, str]:
+    """The feature service the running predictor serves (from its answer) and that service's join key."""
+    import httpx
+    from feast import FeatureStore
+
+    from skewless.config import FEATURE_REPO
+
+    answer = httpx.post(f"{url}/v1/models/{model_name}:predict", json={"instances": [repo]}, timeout=10).json()
+    service = answer["feature_service"]
+    store = FeatureStore(repo_path=str(FEATURE_REPO))
+    keys = {store.get_entity(e).join_key for p in store.get_feature_service(service).feature_view_projections
+            for e in store.get_feature_view(p.name).entities}
+    if len(keys) != 1:
+        raise RuntimeError(f"feature service {service} has join keys {sorted(keys)}; the comparison needs one")
+    return service, keys.pop()
+
+
 def _server_fetch_mean(url: str) -> str:
     import httpx
 
@@ -139,6 +209,8 @@ def main(
         help="Passed to the started server: REPLAY at this UTC time (data that ends in the past).")] = None,
     repo: Annotated[Optional[list[str]], typer.Option(
         help="Repository to request, repeatable (default: those in the serving log).")] = None,
+    feast_serve: Annotated[bool, typer.Option(
+        help="Also time `feast serve` (features only, 1 worker) for the same repositories and service.")] = True,
 ) -> None:
     """Measure and print p50/p90/p99 of one-entity predictions over HTTP (v1 and v2)."""
     from skewless.config import profile
@@ -156,17 +228,39 @@ def main(
         p = profile()
         typer.echo(f"profile {p.name} (online store: {'Redis ' + (p.redis or '') if p.redis else 'SQLite'}), "
                    f"{len(repos)} repositories, {requests} sequential one-entity requests per protocol, {url}")
+        p99s = {}
         for protocol in ("v1", "v2"):
             lat, errors = measure(url, repos, requests, protocol, model_name)
-            lat = lat * 1e3
-            p50, p90, p99 = np.percentile(lat, [50, 90, 99])
-            typer.echo(f"{protocol}: p50 {p50:.2f} ms  p90 {p90:.2f} ms  p99 {p99:.2f} ms  max {lat.max():.2f} ms  "
-                       f"(p99/p50 {p99 / p50:.1f}); {errors} of {requests} answers were per-instance errors")
+            p99s[protocol] = _line(f"predictor {protocol}", lat, f"{errors} of {requests} answers were per-instance "
+                                                                  "errors")
         typer.echo(_server_fetch_mean(url))
+        if feast_serve:
+            service, key = _service_and_key(url, repos[0], model_name)
+            fport = free_port()
+            furl = f"http://127.0.0.1:{fport}"
+            fproc = start_feast_serve(fport)
+            try:
+                wait_feast_ready(furl, proc=fproc)
+                lat, missing = measure_feast_serve(furl, service, key, repos, requests)
+                f99 = _line(f"feast serve ({service}, features only, 1 worker)", lat,
+                            f"{missing} of {requests} answers held no value")
+            finally:
+                fproc.terminate()
+                fproc.wait(timeout=30)
+            for protocol, p99 in p99s.items():
+                typer.echo(f"predictor {protocol} p99 / feast serve p99 = {p99 / f99:.2f} (goal <= 1)")
     finally:
         if proc is not None:
             proc.terminate()
             proc.wait(timeout=30)
+
+
+def _line(what: str, seconds: np.ndarray, note: str) -> float:
+    lat = seconds * 1e3
+    p50, p90, p99 = np.percentile(lat, [50, 90, 99])
+    typer.echo(f"{what}: p50 {p50:.2f} ms  p90 {p90:.2f} ms  p99 {p99:.2f} ms  max {lat.max():.2f} ms  "
+               f"(p99/p50 {p99 / p50:.1f}); {note}")
+    return p99
 
 
 if __name__ == "__main__":
