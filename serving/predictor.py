@@ -41,7 +41,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -106,6 +106,50 @@ class _Batch:
     outcomes: list[Outcome] = field(default_factory=list)
 
 
+def array_predictor(model: Any, feature_names: list[str], columns: list[str], fast: bool = True
+                    ) -> Callable[[np.ndarray], np.ndarray]:
+    """``model.predict`` over a float matrix whose columns are ``feature_names``.
+
+    Training's model (``training.train.make_model``) is a Pipeline of a by-name column selector and a booster fitted on
+    the selector's array output. For that shape the selector is only a column permutation, so the booster is called
+    on the permuted matrix directly: exact, and about 3x faster for one row than building a DataFrame for the
+    selector. Any other model gets the DataFrame of ``columns`` it was fitted on.
+    """
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import Pipeline
+
+    def by_frame(values: np.ndarray) -> np.ndarray:
+        return model.predict(pd.DataFrame(values, columns=feature_names)[columns])
+
+    if not (fast and isinstance(model, Pipeline) and len(model.steps) == 2):
+        return by_frame
+    select, booster = model.steps[0][1], model.steps[1][1]
+    if not isinstance(select, ColumnTransformer) or hasattr(booster, "feature_names_in_"):
+        return by_frame
+    kept = [t for t in select.transformers_ if not (isinstance(t[1], str) and t[1] == "drop")]
+    if len(kept) != 1 or not _identity(kept[0][1]) or not all(isinstance(c, str) for c in kept[0][2]):
+        return by_frame
+    try:
+        idx = np.array([feature_names.index(c) for c in kept[0][2]])
+    except ValueError:
+        return by_frame
+
+    def by_array(values: np.ndarray) -> np.ndarray:
+        return booster.predict(values[:, idx])
+
+    return by_array
+
+
+def _identity(transformer: Any) -> bool:
+    """``"passthrough"``, or what a fitted ColumnTransformer replaces it with (an identity FunctionTransformer)."""
+    from sklearn.preprocessing import FunctionTransformer
+
+    if isinstance(transformer, str):
+        return transformer == "passthrough"
+    return (isinstance(transformer, FunctionTransformer) and transformer.func is None
+            and transformer.inverse_func is None)
+
+
 def serving_profile(p: Profile) -> Profile:
     """The profile with outbound timeouts on the Redis online store, unless the operator already set them.
 
@@ -153,6 +197,7 @@ class NextWeekCommitsPredictor(kserve.Model):
         self.feature_names: list[str] = []
         self.model_columns: list[str] = []
         self.model = None
+        self._predict: Callable[[np.ndarray], np.ndarray] | None = None
         self.version: str | None = None
         self._last_attempt = -float("inf")
         self._load_lock = threading.Lock()
@@ -225,11 +270,17 @@ class NextWeekCommitsPredictor(kserve.Model):
         try:  # warm the model's predict path too (first calls import and allocate)
             with self._threads.limit(limits=1, user_api="openmp"):
                 model.predict(pd.DataFrame([[np.nan] * len(columns)], columns=columns, dtype=float))
+                predict = array_predictor(model, names, columns)
+                # The fast path must answer exactly what the model answers (checked on rows with and without data).
+                probe = np.vstack([np.full(len(names), np.nan), np.arange(1.0, len(names) + 1.0)])
+                if not np.array_equal(predict(probe), model.predict(pd.DataFrame(probe, columns=names)[columns])):
+                    log.warning("model %s: the array fast path disagrees with predict(); using predict()", self.name)
+                    predict = array_predictor(model, names, columns, fast=False)
         except Exception as e:
             raise NotReady(f"model {self.name!r} version {mv.version} cannot predict: {type(e).__name__}: {e}"
                            ) from None
         self.service, self.join_key, self.feature_names, self.model_columns = service, key, names, columns
-        self.model, self.version = model, str(mv.version)
+        self.model, self.version, self._predict = model, str(mv.version), predict
         self._as_of_checked = -float("inf")
 
     def _model_version(self):
@@ -395,12 +446,11 @@ class NextWeekCommitsPredictor(kserve.Model):
         present = ~np.isnan(values).all(axis=1)
         preds = np.full(len(repos), np.nan)
         if present.any():
-            x = pd.DataFrame(values[present], columns=self.feature_names)[self.model_columns]
             # One OpenMP thread per prediction (per calling thread): a request holds a row or a few, and
             # fanning out every tree of the booster over all cores costs far more than it computes (measured
             # 15x slower on 2 busy cores); concurrency comes from the server's request threads instead.
             with self._threads.limit(limits=1, user_api="openmp"):
-                preds[present] = self.model.predict(x)
+                preds[present] = self._predict(values[present])
         records = [dict(zip(self.feature_names, row)) for row in values.tolist()]
         # Event times (epoch s) that the online store holds even for rows expired by the TTL: stale vs unknown.
         ts_cols = [c for c in (f"{n}{_TS}" for n in self.feature_names) if c in df.columns]
