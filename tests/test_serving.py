@@ -497,3 +497,31 @@ def test_production_profile_serves_from_redis(tmp_path):
         with engine.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
         engine.dispose()
+
+
+def test_array_fast_path_predicts_exactly_what_the_pipeline_predicts():
+    """serving.predictor.array_predictor calls training's booster on the permuted matrix; it must equal predict()
+    on the by-name DataFrame for any order of the served columns, with and without missing values, and fall back
+    to predict() for a model of another shape."""
+    from sklearn.linear_model import PoissonRegressor
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from serving.predictor import array_predictor
+    from training.train import make_model
+
+    rng = np.random.default_rng(3)
+    names = ["a", "b", "c", "d"]
+    x = pd.DataFrame(rng.poisson(5, size=(400, 4)).astype(float), columns=names)
+    x[x > 8] = np.nan
+    y = rng.poisson(3, size=400)
+    model = make_model(["c", "a", "d"], {"max_iter": 30}).fit(x, y)
+    served = ["d", "b", "a", "c"]  # the order a feature service happens to return
+    values = x[served].to_numpy()
+    fast = array_predictor(model, served, list(model.feature_names_in_))
+    assert fast.__name__ == "by_array"
+    assert np.array_equal(fast(values), model.predict(x[list(model.feature_names_in_)]))
+    other = make_pipeline(StandardScaler(), PoissonRegressor()).fit(x.fillna(0)[names], y)  # not training's shape
+    slow = array_predictor(other, names, names)
+    assert slow.__name__ == "by_frame"
+    assert np.array_equal(slow(x.fillna(0)[names].to_numpy()), other.predict(x.fillna(0)[names]))
