@@ -51,8 +51,8 @@ def start_server(port: int, model_name: str = DEFAULT_MODEL, serving_time: str |
     return subprocess.Popen(cmd, env=dict(os.environ), stdout=out, stderr=subprocess.STDOUT)
 
 
-def wait_ready(url: str, model_name: str = DEFAULT_MODEL, timeout: float = 300.0, proc=None) -> None:
-    """Poll the model's readiness until it answers 200 (raises TimeoutError with the last answer)."""
+def wait_until_ok(url: str, timeout: float = 300.0, proc=None) -> None:
+    """Poll ``url`` until it answers 200 (raises TimeoutError with the last answer, RuntimeError if ``proc`` exits)."""
     import httpx
 
     deadline, last = time.monotonic() + timeout, "no answer"
@@ -60,7 +60,7 @@ def wait_ready(url: str, model_name: str = DEFAULT_MODEL, timeout: float = 300.0
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"the server exited with code {proc.returncode}")
         try:
-            r = httpx.get(f"{url}/v2/models/{model_name}/ready", timeout=5)
+            r = httpx.get(url, timeout=5)
             if r.status_code == 200:
                 return
             last = f"HTTP {r.status_code} {r.text}"
@@ -88,8 +88,6 @@ def measure(url: str, repos: list[str], n: int, protocol: str, model_name: str =
             ) -> tuple[np.ndarray, int]:
     """Seconds per request of ``n`` sequential one-repository requests (after ``n // 10`` warm-up requests), and
     how many of the answers were per-instance errors instead of predictions."""
-    import httpx
-
     if protocol == "v1":
         path = f"{url}/v1/models/{model_name}:predict"
 
@@ -100,21 +98,31 @@ def measure(url: str, repos: list[str], n: int, protocol: str, model_name: str =
 
         def body(r):
             return {"inputs": [{"name": "repo", "datatype": "BYTES", "shape": [1], "data": [r]}]}
-    out, errors = np.empty(n), 0
+
+    def failed(answer: dict) -> bool:
+        if protocol == "v1":
+            return isinstance(answer["predictions"][0], dict)
+        return answer["outputs"][0]["data"][0] is None
+
+    return timed_posts(path, [body(r) for r in repos], n, failed)
+
+
+def timed_posts(path: str, bodies: list[dict], n: int, failed) -> tuple[np.ndarray, int]:
+    """Seconds per request of ``n`` sequential POSTs cycling over ``bodies`` on one keep-alive connection, after
+    ``n // 10`` warm-up requests, and how many answers ``failed(answer)`` flags."""
+    import httpx
+
+    out, flagged = np.empty(n), 0
     with httpx.Client(timeout=10) as client:
         for i in range(n // 10):
-            client.post(path, json=body(repos[i % len(repos)])).raise_for_status()
+            client.post(path, json=bodies[i % len(bodies)]).raise_for_status()
         for i in range(n):
             t = time.perf_counter()
-            r = client.post(path, json=body(repos[i % len(repos)]))
+            r = client.post(path, json=bodies[i % len(bodies)])
             out[i] = time.perf_counter() - t
             r.raise_for_status()
-            answer = r.json()
-            if protocol == "v1":
-                errors += isinstance(answer["predictions"][0], dict)
-            else:
-                errors += answer["outputs"][0]["data"][0] is None
-    return out, errors
+            flagged += bool(failed(r.json()))
+    return out, flagged
 
 
 def start_feast_serve(port: int, log: Path | None = None) -> subprocess.Popen:
@@ -127,42 +135,13 @@ def start_feast_serve(port: int, log: Path | None = None) -> subprocess.Popen:
     return subprocess.Popen(cmd, env={**os.environ, **profile().feast_env()}, stdout=out, stderr=subprocess.STDOUT)
 
 
-def wait_feast_ready(url: str, timeout: float = 300.0, proc=None) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"feast serve exited with code {proc.returncode}")
-        try:
-            if httpx.get(f"{url}/health", timeout=5).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"feast serve at {url} not healthy after {timeout:.0f} s")
-
-
 def measure_feast_serve(url: str, service: str, join_key: str, repos: list[str], n: int) -> tuple[np.ndarray, int]:
     """Seconds per request of ``n`` sequential one-entity ``/get-online-features`` calls of ``service`` (after a
     warm-up), and how many answers held no value for the entity (all features null)."""
-    import httpx
-
-    out, missing = np.empty(n), 0
-    with httpx.Client(timeout=10) as client:
-        def call(r):
-            return client.post(f"{url}/get-online-features",
-                               json={"feature_service": service, "entities": {join_key: [r]}})
-        for i in range(n // 10):
-            call(repos[i % len(repos)]).raise_for_status()
-        for i in range(n):
-            t = time.perf_counter()
-            resp = call(repos[i % len(repos)])
-            out[i] = time.perf_counter() - t
-            resp.raise_for_status()
-            results = resp.json()["results"][1:]  # the first result is the join key itself
-            missing += all(v["values"][0] is None for v in results)
-    return out, missing
+    # results[0] is the join key itself; an entity without any value has every feature null.
+    return timed_posts(f"{url}/get-online-features",
+                       [{"feature_service": service, "entities": {join_key: [r]}} for r in repos], n,
+                       lambda answer: all(v["values"][0] is None for v in answer["results"][1:]))
 
 
 def _service_and_key(url: str, repo: str, model_name: str) -> tuple[str, str]:
@@ -224,7 +203,7 @@ def main(
         url = f"http://127.0.0.1:{port}"
         proc = start_server(port, model_name, serving_time)
     try:
-        wait_ready(url, model_name, proc=proc)
+        wait_until_ok(f"{url}/v2/models/{model_name}/ready", proc=proc)
         p = profile()
         typer.echo(f"profile {p.name} (online store: {'Redis ' + (p.redis or '') if p.redis else 'SQLite'}), "
                    f"{len(repos)} repositories, {requests} sequential one-entity requests per protocol, {url}")
@@ -240,7 +219,7 @@ def main(
             furl = f"http://127.0.0.1:{fport}"
             fproc = start_feast_serve(fport)
             try:
-                wait_feast_ready(furl, proc=fproc)
+                wait_until_ok(f"{furl}/health", proc=fproc)
                 lat, missing = measure_feast_serve(furl, service, key, repos, requests)
                 f99 = _line(f"feast serve ({service}, features only, 1 worker)", lat,
                             f"{missing} of {requests} answers held no value")
