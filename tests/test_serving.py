@@ -399,11 +399,12 @@ def test_all_null_and_stale_entities_get_errors_not_numbers(server):
 
     def blank(repo, keep_event_time):
         def reader(store, features, rows):
-            df = honest_reader(store, features, rows)
-            cols = [c for c in df.columns if c != "repo" and not (keep_event_time and c.endswith("__ts"))]
-            df[cols] = df[cols].astype(object)
-            df.loc[df["repo"] == repo, cols] = None
-            return df
+            columns = honest_reader(store, features, rows)
+            for i in [i for i, r in enumerate(columns["repo"]) if r == repo]:
+                for c, values in columns.items():
+                    if c != "repo" and not (keep_event_time and c.endswith("__ts")):
+                        values[i] = None
+            return columns
         return reader
 
     answers = {}
@@ -519,8 +520,11 @@ def test_array_fast_path_predicts_exactly_what_the_pipeline_predicts():
     served = ["d", "b", "a", "c"]  # the order a feature service happens to return
     values = x[served].to_numpy()
     fast = array_predictor(model, served, list(model.feature_names_in_))
-    assert fast.__name__ == "by_array"
-    assert np.array_equal(fast(values), model.predict(x[list(model.feature_names_in_)]))
+    assert fast.__name__ == "by_array" and fast.forest is not None  # training's booster is compiled
+    expected = model.predict(x[list(model.feature_names_in_)])
+    assert np.array_equal(fast(values), expected)  # 400 rows: over max_rows, the booster's own predict
+    for i in range(0, len(values), 7):  # one row per request: the compiled forest
+        assert np.array_equal(fast(values[i:i + 1]), expected[i:i + 1])
     other = make_pipeline(StandardScaler(), PoissonRegressor()).fit(x.fillna(0)[names], y)  # not training's shape
     slow = array_predictor(other, names, names)
     assert slow.__name__ == "by_frame"
