@@ -59,7 +59,7 @@ def check(sample: int | None = 200, seed: int = 0, p: Profile | None = None, sto
           online_reader=None) -> list[ViewParity]:
     """Compare online and offline values for up to ``sample`` entities per view (None: every entity).
 
-    ``online_reader(store, features, entity_rows) -> DataFrame`` replaces the online read (the skew drill uses it
+    ``online_reader(store, features, entity_rows) -> {column: [values]}`` (:mod:`skewless.skew`) replaces the online read (the skew drill uses it
     to inject a serving-side skew); by default it is ``store.get_online_features(...).to_df()``.
     """
     from skewless.feast_ext.ttl import serving_clock
@@ -86,7 +86,7 @@ def check(sample: int | None = 200, seed: int = 0, p: Profile | None = None, sto
             if online_reader is None:
                 online = store.get_online_features(features=refs, entity_rows=rows).to_df()
             else:
-                online = online_reader(store, refs, rows)
+                online = pd.DataFrame(online_reader(store, refs, rows))
         entity_df = pd.DataFrame({key: entities, "event_timestamp": pd.Timestamp(as_of)})
         offline = store.get_historical_features(entity_df=entity_df, features=refs).to_df()
         on = online.set_index(key)[names]

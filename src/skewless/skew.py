@@ -4,10 +4,11 @@ Nothing here runs in normal operation. The switch is ``SKEWLESS_SERVING_SKEW`` (
 :func:`skewless.config.serving_skew`) or an explicit :class:`SkewedReader` passed to the predictor or to
 ``skewless.parity.check(online_reader=...)``. Both consumers call the same reader signature::
 
-    reader(store, features, entity_rows) -> DataFrame      # join key column + one column per feature
+    reader(store, features, entity_rows) -> {column: [values]}   # join key + one column per feature (+ "__ts")
 
 where ``features`` is a Feast ``FeatureService`` or a list of ``"view:feature"`` references. The honest reader is
-``store.get_online_features(...).to_df()``; a skewed reader wraps it and transforms what it returns. A skewed
+``store.get_online_features(...).to_dict(include_event_timestamps=True)`` (Feast's own columns, no DataFrame on the
+request path); a skewed reader wraps it and transforms what it returns. A skewed
 reader never computes a feature from commits: every value it serves comes from Feast (the online store, or a
 point-in-time read of the offline store for the shifted day), exactly as a buggy serving path would have read it.
 
@@ -55,7 +56,8 @@ DEFAULT_TZ_OFFSET_HOURS = 10.0
 #: Naming convention of age features ("time since an event, in days, at the day edge D").
 AGE_PREFIX = "days_since_"
 
-OnlineReader = Callable[["FeatureStore", object, list], pd.DataFrame]
+Columns = dict[str, list]
+OnlineReader = Callable[["FeatureStore", object, list], Columns]
 
 
 class SkewError(ValueError):
@@ -99,10 +101,12 @@ def parse(value: str | None) -> Skew | None:
 
 # --- readers -------------------------------------------------------------------------------------------------------
 
-def honest_reader(store: "FeatureStore", features, entity_rows: list[dict]) -> pd.DataFrame:
-    """The online read, unchanged: ``store.get_online_features(...).to_df()``, with the event-time columns
-    (``<feature>__ts``, epoch seconds, 0 when the store holds no row) that tell a stale row from a missing one."""
-    return store.get_online_features(features=features, entity_rows=entity_rows).to_df(include_event_timestamps=True)
+def honest_reader(store: "FeatureStore", features, entity_rows: list[dict]) -> Columns:
+    """The online read, unchanged: ``store.get_online_features(...).to_dict()`` (one list per column, None where
+    the store holds no value), with the event-time columns (``<feature>__ts``, epoch seconds, 0 when the store
+    holds no row) that tell a stale row from a missing one."""
+    return store.get_online_features(features=features, entity_rows=entity_rows).to_dict(
+        include_event_timestamps=True)
 
 
 def view_features(features) -> dict[str, list[str]]:
@@ -147,10 +151,10 @@ class SkewedReader:
     def __repr__(self) -> str:
         return f"SkewedReader({self.skew})"
 
-    def __call__(self, store: "FeatureStore", features, entity_rows: list[dict]) -> pd.DataFrame:
-        online = honest_reader(store, features, entity_rows)
+    def __call__(self, store: "FeatureStore", features, entity_rows: list[dict]) -> Columns:
+        online = pd.DataFrame(honest_reader(store, features, entity_rows))
         if not entity_rows:
-            return online
+            return _columns(online)
         keys = list(entity_rows[0])
         if len(keys) != 1:
             raise SkewError(f"the skew drill reads one join key at a time, not {keys}")
@@ -165,7 +169,7 @@ class SkewedReader:
                 self._previous_day_edge(store, online, key, view, names, present, as_of)
             else:
                 self._local_now(online, names, present, as_of)
-        return online
+        return _columns(online)
 
     def _previous_day_edge(self, store, online, key, view, names, present, as_of) -> None:
         entities = pd.unique(online.loc[present, key])
@@ -185,6 +189,11 @@ class SkewedReader:
         for n in names:
             if n.startswith(AGE_PREFIX):
                 online[n] = pd.to_numeric(online[n], errors="coerce") + shift_days
+
+
+def _columns(df: pd.DataFrame) -> Columns:
+    """A reader's answer from a DataFrame: one list per column, None (not NaN) where a value is missing."""
+    return {c: [None if isinstance(v, float) and math.isnan(v) else v for v in df[c].tolist()] for c in df.columns}
 
 
 def reader_from_config() -> OnlineReader:
