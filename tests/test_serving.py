@@ -378,10 +378,14 @@ def test_serving_log_holds_the_served_features(server):
 
     from skewless.feast_ext.ttl import serving_clock
 
+    from skewless.feast_ext.online_response import ColumnarOnlineResponse
+
     store = feast_ops.feature_store(server.profile)
     with serving_clock(SERVING_TIME):
-        online = store.get_online_features(features=store.get_feature_service(SERVICE),
-                                           entity_rows=[{"repo": KNOWN[0]}]).to_dict()
+        response = store.get_online_features(features=store.get_feature_service(SERVICE),
+                                             entity_rows=[{"repo": KNOWN[0]}])
+    assert isinstance(response, ColumnarOnlineResponse)  # the profile's online store answers with it
+    online = response.to_dict()
     for name in _feature_names(store):
         assert served[name] == pytest.approx(online[name][0], nan_ok=True), name
     assert served["model_version"] == "1" and served["as_of"] == LAST_DAY.isoformat()
