@@ -84,3 +84,39 @@ def test_of_keeps_the_proto_and_the_types():
     assert ours.proto is proto and ours._feature_types == {"n": ValueType.INT64}
     assert ColumnarOnlineResponse.of(ours) is ours
     assert PLAIN_FIELDS <= {f.name for f in Value.DESCRIPTOR.oneofs_by_name["val"].fields}
+
+
+# --- the Redis read: pre-encoded HMGET pipeline vs Feast's redis-py pipeline ------------------------------------------
+
+REDIS_DB = 15  # this test's Redis database: checked empty, flushed after
+
+
+def test_redis_hmget_pipeline_answers_what_feasts_read_answers():
+    from types import SimpleNamespace
+
+    import pytest
+    import redis
+    from feast.infra.online_stores.redis import RedisOnlineStore
+
+    from skewless.feast_ext.ttl import TtlRedisOnlineStore, TtlRedisOnlineStoreConfig
+
+    r = redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB)
+    assert r.dbsize() == 0, f"Redis database {REDIS_DB} is not empty; this test writes and flushes it"
+    try:
+        r.hset(b"k1", mapping={b"a": b"1", b"b": b"\r\n*3\r\n$5\r\n", b"c": b""})
+        r.hset(b"\x00k2\xff", mapping={b"a": b"x" * 100_000, "\u00e9": b"\x00"})
+        r.set(b"plain", b"not a hash")
+        config = SimpleNamespace(online_store=TtlRedisOnlineStoreConfig(
+            connection_string=f"127.0.0.1:6379,db={REDIS_DB}"))
+        ours, feasts = TtlRedisOnlineStore(), TtlRedisOnlineStore()
+        fields = [b"a", b"b", b"c", "\u00e9", b"missing"]
+        commands = [(b"k1", fields), (b"\x00k2\xff", fields), (b"absent", fields), (b"k1", [b"c", b"a"])]
+        got = ours._read_hash_fields(config, commands)
+        assert got == RedisOnlineStore._read_hash_fields(feasts, config, commands)
+        assert got[0] == [b"1", b"\r\n*3\r\n$5\r\n", b"", None, None] and got[2] == [None] * 5
+        assert ours._read_hash_fields(config, []) == []
+        with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+            ours._read_hash_fields(config, [(b"k1", [b"a"]), (b"plain", [b"a"])])
+        assert ours._read_hash_fields(config, commands[:1]) == got[:1]  # the connection after an error: clean
+    finally:
+        r.flushdb()

@@ -247,7 +247,7 @@ class RedisPipe:
                 if keep:
                     out.append(reply)
         if error is not None:
-            raise ResponseError(f"Redis refused a materialization command: {error}")
+            raise ResponseError(f"Redis refused a pipelined command: {error}")
         return out
 
     def close(self) -> None:

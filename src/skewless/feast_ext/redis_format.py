@@ -243,6 +243,21 @@ def hget_commands(keys: pa.BinaryArray, field: bytes) -> bytes:
     return _buffer(_join(parts, len(keys)))
 
 
+def hmget_commands(commands: Sequence[tuple[bytes, Sequence[str | bytes]]]) -> bytes:
+    """The RESP bytes of ``HMGET key f1 f2 ...`` for every ``(key, fields)`` pair (online reads: a few keys, so plain
+    Python; the fields of consecutive commands are usually the same list and encoded once)."""
+    out: list[bytes] = []
+    last, encoded = None, b""
+    for key, fields in commands:
+        if fields is not last:
+            names = [f.encode() if isinstance(f, str) else f for f in fields]
+            encoded = b"".join(_const_bulk(f) for f in names)
+            head = b"*%d\r\n" % (2 + len(names)) + _const_bulk(b"HMGET")
+            last = fields
+        out.append(head + _const_bulk(key) + encoded)
+    return b"".join(out)
+
+
 def _buffer(array: pa.BinaryArray) -> bytes:
     """All values of a binary array, concatenated (a slice of its data buffer)."""
     if len(array) == 0:

@@ -148,7 +148,29 @@ class TtlRedisOnlineStoreConfig(RedisOnlineStoreConfig):
 
 
 class TtlRedisOnlineStore(TtlOnlineReadMixin, RedisOnlineStore):
-    """Feast's Redis online store; reads honour the view's TTL (see the module docstring)."""
+    """Feast's Redis online store; reads honour the view's TTL (see the module docstring).
+
+    Reads send their HMGETs as one pre-encoded pipeline whose replies hiredis parses off the socket
+    (:func:`skewless.feast_ext.materialize.pipeline`, the materialization engine's connection handling) instead of
+    redis-py's per-command pipeline; the replies are the same lists of bytes/None. Redis Cluster and Sentinel, the
+    GLIDE client and RESP3 connections keep Feast's read.
+    """
+
+    def _read_hash_fields(self, config: RepoConfig, commands: List[Tuple[bytes, List[Union[str, bytes]]]]
+                          ) -> List[List[Optional[bytes]]]:
+        from feast.infra.online_stores.redis import RedisClient, RedisType
+
+        store = config.online_store
+        client = self._get_client(store)
+        if (store.redis_type != RedisType.redis or store.client != RedisClient.redis
+                or client.connection_pool.connection_kwargs.get("protocol") not in (None, 2, "2")):
+            return super()._read_hash_fields(config, commands)
+        if not commands:
+            return []
+        from skewless.feast_ext.materialize import pipeline
+        from skewless.feast_ext.redis_format import hmget_commands
+
+        return pipeline(client, hmget_commands(commands), len(commands))
 
 
 class TtlSqliteOnlineStoreConfig(SqliteOnlineStoreConfig):
