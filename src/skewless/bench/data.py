@@ -8,6 +8,8 @@ rows under new entity names:
   whole number of weeks (weekday patterns kept), until the table holds ``feature_rows`` rows;
 * the **materialization table**: ``mat_entities`` entities, each the last ``mat_days`` consecutive daily rows of a
   randomly chosen (repository, day) of the seed, shifted so that every entity's newest row is on the seed's last day;
+  materialized through a benchmark-only 10-feature view (the issue's "1M entities x 10 features"): the six
+  ``repo_activity`` features plus four ratios derived from them in the same row (:func:`wide_table`);
 * **entity rows**: (repo, T) with T uniform within ``[-3 days, +4 days]`` of a random table row (so before the first
   row, inside the TTL and expired all occur), 1% unknown repositories, and a ``row_id``.
 
@@ -85,6 +87,26 @@ def history_table(seed: pa.Table, feature_rows: int, rng_seed: int = 20261122) -
     table = pa.concat_tables(parts).slice(0, feature_rows) if clones * seed.num_rows > feature_rows \
         else pa.concat_tables(parts)
     return table.cast(REPO_ACTIVITY.arrow_schema).sort_by([("repo", "ascending"), ("event_timestamp", "ascending")])
+
+
+#: The four derived features of the 10-feature materialization view: name -> (numerator, denominator); null where
+#: the denominator is 0 or null.
+WIDE_FEATURES = {
+    "share_of_30d_commits_in_last_7d": ("commits_last_7d", "commits_last_30d"),
+    "lines_per_commit_last_7d": ("lines_changed_last_7d", "commits_last_7d"),
+    "commits_per_author_last_30d": ("commits_last_30d", "active_authors_last_30d"),
+    "files_per_day_since_last_commit": ("mean_files_per_commit_last_30d", "days_since_last_commit"),
+}
+WIDE_SCHEMA = pa.schema(list(REPO_ACTIVITY.arrow_schema) + [pa.field(n, pa.float64()) for n in WIDE_FEATURES])
+
+
+def wide_table(table: pa.Table) -> pa.Table:
+    """``table`` (repo_activity rows) with the four :data:`WIDE_FEATURES` appended: ten features per row."""
+    for name, (num, den) in WIDE_FEATURES.items():
+        d = pc.cast(table[den], pa.float64())
+        d = pc.if_else(pc.equal(d, 0.0), pa.scalar(None, pa.float64()), d)
+        table = table.append_column(name, pc.divide(pc.cast(table[num], pa.float64()), d))
+    return table.cast(WIDE_SCHEMA)
 
 
 def materialization_table(seed: pa.Table, entities: int, days: int, rng_seed: int = 20261123) -> pa.Table:

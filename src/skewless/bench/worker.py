@@ -79,8 +79,11 @@ def prepare_home(spec: dict[str, Any]) -> dict[str, Any]:
     feast_ops.apply()
     store = feast_ops.feature_store()
     views = [store.get_feature_view(features.REPO_ACTIVITY.name)]
+    from feast import FeatureView
+
+    if spec["kind"] == "mat":
+        views = [_wide_view(store, table, spec["wide_view"])]
     if spec["kind"] == "hist":
-        from feast import FeatureView
 
         fv = views[0]
         # The two cases of the issue's reference figures: a 1-day TTL and none (the shipped view has none, ADR 0009).
@@ -105,6 +108,34 @@ def prepare_home(spec: dict[str, Any]) -> dict[str, Any]:
         "data_files": len(lake.load_table(features.REPO_ACTIVITY.identifier).scan().plan_files()),
     }
     return out
+
+
+def _wide_view(store, table, name: str):
+    """The benchmark-only 10-feature view over ``features.<name>`` (repo_activity + :data:`data.WIDE_FEATURES`)."""
+    from feast import FeatureView, Field
+    from feast.infra.data_sources.contrib.iceberg_catalog.iceberg_source import IcebergSource
+    from feast.types import Float64
+
+    from skewless import features, lake
+    from skewless.bench import data
+    from skewless.config import FEATURES_NAMESPACE
+
+    lake.create_feature_table(name, data.WIDE_SCHEMA)
+    lake.load_table(f"{FEATURES_NAMESPACE}.{name}").append(data.wide_table(table))
+    fv = store.get_feature_view(features.REPO_ACTIVITY.name)
+    src = fv.batch_source
+    source = IcebergSource(
+        name=f"{name}_source", catalog_type=src.catalog_type, catalog_name=src.catalog_name,
+        warehouse=src.warehouse, namespace=src.namespace, table=name, catalog_properties=src.catalog_properties,
+        timestamp_field=src.timestamp_field, description=f"Benchmark table: {fv.name} and four derived ratios.",
+        owner=src.owner)
+    wide = FeatureView(
+        name=name, entities=[store.get_entity(e) for e in fv.entities], ttl=fv.ttl, source=source, online=True,
+        schema=list(fv.entity_columns) + list(fv.features) + [Field(name=n, dtype=Float64) for n in data.WIDE_FEATURES],
+        description=f"Benchmark view: the {len(fv.features)} features of {fv.name} and {len(data.WIDE_FEATURES)} "
+                    "ratios of them.", owner=fv.owner, tags={"bench": "true"})
+    store.apply([source, wide])
+    return wide
 
 
 # --- historical retrieval -------------------------------------------------------------------------------------------
