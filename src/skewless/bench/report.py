@@ -73,7 +73,9 @@ def summary(results: dict[str, Any]) -> dict[str, Any]:
         r = on["result"]
         s["goals"]["online"] = {"p99_ratio_1": r["feast_1"]["p99_ms"] / r["raw_1"]["p99_ms"],
                                 "p99_ratio_100": r["feast_100"]["p99_ms"] / r["raw_100"]["p99_ms"]}
-        s["goals"]["online"]["met"] = s["goals"]["online"]["p99_ratio_1"] <= GOALS["online_p99"]
+        s["goals"]["online"]["met_1"] = s["goals"]["online"]["p99_ratio_1"] <= GOALS["online_p99"]
+        s["goals"]["online"]["met_100"] = s["goals"]["online"]["p99_ratio_100"] <= GOALS["online_p99"]
+        s["goals"]["online"]["met"] = s["goals"]["online"]["met_1"] and s["goals"]["online"]["met_100"]
     return s
 
 
@@ -200,9 +202,12 @@ def markdown(results: dict[str, Any], command: str) -> str:
                      f"{x['kill_rerun_identical']}: **{'met' if x['met'] else 'NOT met'}**")
     x = g.get("online")
     if x:
-        lines.append(f"- online (serving's goal, measured here): get_online_features p99 {x['p99_ratio_1']:.1f}x raw "
-                     f"HMGET for 1 entity, {x['p99_ratio_100']:.1f}x for 100 (goal <= 3x): "
-                     f"**{'met' if x['met'] else 'NOT met'}**")
+        def verdict(ok: bool) -> str:
+            return "**met**" if ok else "**NOT met**"
+
+        lines.append(f"- online (serving's goal, measured here; goal <= 3x raw HMGET): get_online_features p99 "
+                     f"{x['p99_ratio_1']:.1f}x for 1 entity: {verdict(x['met_1'])}; {x['p99_ratio_100']:.1f}x for 100 "
+                     f"entities per call: {verdict(x['met_100'])}")
     return "\n".join(lines) + "\n"
 
 
