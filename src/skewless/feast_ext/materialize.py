@@ -186,9 +186,11 @@ class RedisPipe:
     corrupt its next user).
     """
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, connection: Any = None) -> None:
         self.pool = client.connection_pool
-        self.conn = self.pool.get_connection()
+        # A connection given by the caller stays the caller's: never released to the pool, only disconnected on error.
+        self.owned = connection is None
+        self.conn = self.pool.get_connection() if connection is None else connection
         self.sock = getattr(self.conn, "_sock", None)
         self.reader = _hiredis.Reader() if _hiredis is not None else None
         self.pending = 0  # replies sent for and not read yet
@@ -255,20 +257,22 @@ class RedisPipe:
         if self.conn is None:
             return
         self.read(self.pending, keep=False)
-        self.pool.release(self.conn)
+        if self.owned:
+            self.pool.release(self.conn)
         self.conn = None
 
     def abort(self) -> None:
         """Drop the connection (after an error)."""
         if self.conn is not None:
             self.conn.disconnect()
-            self.pool.release(self.conn)
+            if self.owned:
+                self.pool.release(self.conn)
             self.conn = None
 
 
-def pipeline(client: Any, payload: bytes, replies: int) -> list[Any]:
-    """Send one pipeline and read all its replies (a :class:`RedisPipe` used once)."""
-    pipe = RedisPipe(client)
+def pipeline(client: Any, payload: bytes, replies: int, connection: Any = None) -> list[Any]:
+    """Send one pipeline and read all its replies (a :class:`RedisPipe` used once; on ``connection`` if given)."""
+    pipe = RedisPipe(client, connection)
     pipe.send(payload, replies)
     out = pipe.read(replies)
     pipe.close()

@@ -27,6 +27,7 @@ The same classes answer ``get_online_features`` with a
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from datetime import datetime, timedelta, timezone
 from typing import Callable, Iterator, List, Literal, Optional, Sequence, Tuple, Union
@@ -42,6 +43,7 @@ from feast.repo_config import RepoConfig
 from skewless.feast_ext.online_response import ColumnarOnlineResponse
 
 Row = Tuple[Optional[datetime], Optional[dict]]
+_READS_LOCK = threading.Lock()
 
 
 def wall_clock() -> datetime:
@@ -152,8 +154,8 @@ class TtlRedisOnlineStore(TtlOnlineReadMixin, RedisOnlineStore):
 
     Reads send their HMGETs as one pre-encoded pipeline whose replies hiredis parses off the socket
     (:func:`skewless.feast_ext.materialize.pipeline`, the materialization engine's connection handling) instead of
-    redis-py's per-command pipeline; the replies are the same lists of bytes/None. Redis Cluster and Sentinel, the
-    GLIDE client and RESP3 connections keep Feast's read.
+    redis-py's per-command pipeline, on a connection each reading thread keeps; the replies are the same lists of
+    bytes/None. Redis Cluster and Sentinel, the GLIDE client and RESP3 connections keep Feast's read.
     """
 
     def _read_hash_fields(self, config: RepoConfig, commands: List[Tuple[bytes, List[Union[str, bytes]]]]
@@ -167,10 +169,33 @@ class TtlRedisOnlineStore(TtlOnlineReadMixin, RedisOnlineStore):
             return super()._read_hash_fields(config, commands)
         if not commands:
             return []
+        import redis
+
         from skewless.feast_ext.materialize import pipeline
         from skewless.feast_ext.redis_format import hmget_commands
 
-        return pipeline(client, hmget_commands(commands), len(commands))
+        payload, conn = hmget_commands(commands), self._read_connection(client)
+        try:
+            return pipeline(client, payload, len(commands), conn)
+        except (redis.TimeoutError, TimeoutError):
+            raise
+        except (redis.ConnectionError, ConnectionError):
+            # The held connection went stale (Redis restarted or dropped it): reads are idempotent, so once more on a
+            # fresh connection, as the pool's checkout check would have done.
+            return pipeline(client, payload, len(commands), conn)
+
+    def _read_connection(self, client):
+        """This thread's read connection: taken from the client's pool once per thread (and process) and kept, which
+        spares every read the pool's checkout health check and release. A failed read disconnects it; the next read
+        reconnects it."""
+        local = self.__dict__.get("_reads")
+        if local is None:
+            with _READS_LOCK:
+                local = self.__dict__.setdefault("_reads", threading.local())
+        held = getattr(local, "held", None)
+        if held is None or held[0] != os.getpid() or held[1] is not client:
+            held = local.held = (os.getpid(), client, client.connection_pool.get_connection())
+        return held[2]
 
 
 class TtlSqliteOnlineStoreConfig(SqliteOnlineStoreConfig):
