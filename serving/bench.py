@@ -7,12 +7,13 @@
 Without ``--url`` it starts ``skewless serve`` on a free loopback port in a subprocess (the active profile:
 ``SKEWLESS_ENV``/``SKEWLESS_HOME``...), waits until the model is ready, measures, and stops it. On data that ends
 in the past pass ``--serving-time`` (a replay); otherwise every row is past its TTL and each answer is a "stale"
-error. Each request is one ``POST`` with one repository (cycling over the ``--repo`` values, by default the
-repositories the serving log has answered), sequential, on one keep-alive connection; v1 and v2 are measured
-separately after a warm-up. Also prints the server's own mean feature-fetch and request times (its histograms).
-Then, unless ``--no-feast-serve``, it starts ``feast serve -w 1`` on the same profile (same yaml, same online
-store) and times ``POST /get-online-features`` of the model's feature service for the same repositories, the same
-way, and prints the ratio of the predictor's p99 (features + model + serving log) to feast serve's (features only).
+error. Unless ``--no-feast-serve``, it also starts ``feast serve -w 1 --max-requests 0`` on the same profile (same
+yaml, same online store) for the model's feature service. Each request is one ``POST`` with one repository
+(cycling over the ``--repo`` values, by default the repositories the serving log has answered), sequential, on one
+keep-alive connection: predictor v1, predictor v2 and feast serve's ``/get-online-features`` are measured in ten
+rotating blocks (:func:`interleaved`), so that all three see the same machine. It prints p50/p90/p99 of each, the
+server's own mean feature-fetch and request times (its histograms), and the ratio of the predictor's p99
+(features + model + serving log) to feast serve's (features only).
 Nothing is asserted: the numbers depend on the machine and its load.
 """
 
@@ -23,8 +24,9 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Callable, Optional
 
 import numpy as np
 import typer
@@ -84,10 +86,20 @@ def _repos(given: list[str] | None, model_name: str) -> list[str]:
     return served
 
 
-def measure(url: str, repos: list[str], n: int, protocol: str, model_name: str = DEFAULT_MODEL
-            ) -> tuple[np.ndarray, int]:
-    """Seconds per request of ``n`` sequential one-repository requests (after ``n // 10`` warm-up requests), and
-    how many of the answers were per-instance errors instead of predictions."""
+@dataclass
+class Target:
+    """One measured path: POST ``bodies`` (cycled) to ``path``; ``failed(answer)`` flags an answer without a value."""
+
+    label: str
+    path: str
+    bodies: list[dict]
+    failed: Callable[[dict], bool]
+    note: str
+
+
+def predictor_target(url: str, repos: list[str], protocol: str, model_name: str = DEFAULT_MODEL) -> Target:
+    """One-repository predictions over KServe ``v1`` or ``v2``; an answer is flagged when it is a per-instance
+    error instead of a prediction."""
     if protocol == "v1":
         path = f"{url}/v1/models/{model_name}:predict"
 
@@ -104,17 +116,34 @@ def measure(url: str, repos: list[str], n: int, protocol: str, model_name: str =
             return isinstance(answer["predictions"][0], dict)
         return answer["outputs"][0]["data"][0] is None
 
-    return timed_posts(path, [body(r) for r in repos], n, failed)
+    return Target(f"predictor {protocol}", path, [body(r) for r in repos], failed, "answers were per-instance errors")
 
 
-def timed_posts(path: str, bodies: list[dict], n: int, failed) -> tuple[np.ndarray, int]:
+def interleaved(targets: list[Target], n: int, rounds: int = 10) -> dict[str, tuple[np.ndarray, int]]:
+    """``n`` timed requests per target, taken in ``rounds`` blocks that rotate over the targets, so that every path
+    sees the same machine (a shared machine's speed drifts by the minute); the first block of each target is
+    preceded by ``n // 10`` warm-up requests, every later one by 5 (a new connection)."""
+    per = [n // rounds + (1 if i < n % rounds else 0) for i in range(rounds)]
+    out: dict[str, tuple[list[np.ndarray], int]] = {t.label: ([], 0) for t in targets}
+    for r, k in enumerate(per):
+        if k == 0:
+            continue
+        for t in targets:
+            lat, flagged = timed_posts(t.path, t.bodies, k, t.failed, warmup=n // 10 if r == 0 else 5)
+            blocks, total = out[t.label]
+            blocks.append(lat)
+            out[t.label] = (blocks, total + flagged)
+    return {label: (np.concatenate(blocks), flagged) for label, (blocks, flagged) in out.items()}
+
+
+def timed_posts(path: str, bodies: list[dict], n: int, failed, warmup: int | None = None) -> tuple[np.ndarray, int]:
     """Seconds per request of ``n`` sequential POSTs cycling over ``bodies`` on one keep-alive connection, after
-    ``n // 10`` warm-up requests, and how many answers ``failed(answer)`` flags."""
+    ``warmup`` (default ``n // 10``) warm-up requests, and how many answers ``failed(answer)`` flags."""
     import httpx
 
     out, flagged = np.empty(n), 0
     with httpx.Client(timeout=10) as client:
-        for i in range(n // 10):
+        for i in range(n // 10 if warmup is None else warmup):
             client.post(path, json=bodies[i % len(bodies)]).raise_for_status()
         for i in range(n):
             t = time.perf_counter()
@@ -126,22 +155,27 @@ def timed_posts(path: str, bodies: list[dict], n: int, failed) -> tuple[np.ndarr
 
 
 def start_feast_serve(port: int, log: Path | None = None) -> subprocess.Popen:
-    """Feast's own feature server (``feast serve``, one worker, no access log) on the active profile."""
+    """Feast's own feature server (``feast serve``, one worker, no access log) on the active profile.
+
+    With ``--max-requests 0``: by default its gunicorn worker is replaced every 1,000 (+ up to 50) requests, which
+    costs one request over a second and, when the replacement closes a keep-alive connection mid-request, a
+    connection reset that would abort the measurement; the reference is its best case, without replacements.
+    """
     from skewless.config import FEATURE_REPO, profile
 
     feast = str(Path(sys.executable).with_name("feast"))
-    cmd = [feast, "-c", str(FEATURE_REPO), "serve", "-p", str(port), "-w", "1", "--no-access-log"]
+    cmd = [feast, "-c", str(FEATURE_REPO), "serve", "-p", str(port), "-w", "1", "--no-access-log",
+           "--max-requests", "0"]
     out = open(log, "wb") if log else subprocess.DEVNULL
     return subprocess.Popen(cmd, env={**os.environ, **profile().feast_env()}, stdout=out, stderr=subprocess.STDOUT)
 
 
-def measure_feast_serve(url: str, service: str, join_key: str, repos: list[str], n: int) -> tuple[np.ndarray, int]:
-    """Seconds per request of ``n`` sequential one-entity ``/get-online-features`` calls of ``service`` (after a
-    warm-up), and how many answers held no value for the entity (all features null)."""
+def feast_serve_target(url: str, service: str, join_key: str, repos: list[str]) -> Target:
+    """One-entity ``/get-online-features`` calls of ``service``; an answer is flagged when every feature is null."""
     # results[0] is the join key itself; an entity without any value has every feature null.
-    return timed_posts(f"{url}/get-online-features",
-                       [{"feature_service": service, "entities": {join_key: [r]}} for r in repos], n,
-                       lambda answer: all(v["values"][0] is None for v in answer["results"][1:]))
+    return Target(f"feast serve ({service}, features only, 1 worker)", f"{url}/get-online-features",
+                  [{"feature_service": service, "entities": {join_key: [r]}} for r in repos],
+                  lambda answer: all(v["values"][0] is None for v in answer["results"][1:]), "answers held no value")
 
 
 def _service_and_key(url: str, repo: str, model_name: str) -> tuple[str, str]:
@@ -207,27 +241,28 @@ def main(
         p = profile()
         typer.echo(f"profile {p.name} (online store: {'Redis ' + (p.redis or '') if p.redis else 'SQLite'}), "
                    f"{len(repos)} repositories, {requests} sequential one-entity requests per protocol, {url}")
-        p99s = {}
-        for protocol in ("v1", "v2"):
-            lat, errors = measure(url, repos, requests, protocol, model_name)
-            p99s[protocol] = _line(f"predictor {protocol}", lat, f"{errors} of {requests} answers were per-instance "
-                                                                  "errors")
-        typer.echo(_server_fetch_mean(url))
-        if feast_serve:
-            service, key = _service_and_key(url, repos[0], model_name)
-            fport = free_port()
-            furl = f"http://127.0.0.1:{fport}"
-            fproc = start_feast_serve(fport)
-            try:
+        targets = [predictor_target(url, repos, protocol, model_name) for protocol in ("v1", "v2")]
+        fproc = None
+        try:
+            if feast_serve:
+                service, key = _service_and_key(url, repos[0], model_name)
+                fport = free_port()
+                furl = f"http://127.0.0.1:{fport}"
+                fproc = start_feast_serve(fport)
                 wait_until_ok(f"{furl}/health", proc=fproc)
-                lat, missing = measure_feast_serve(furl, service, key, repos, requests)
-                f99 = _line(f"feast serve ({service}, features only, 1 worker)", lat,
-                            f"{missing} of {requests} answers held no value")
-            finally:
+                targets.append(feast_serve_target(furl, service, key, repos))
+            results = interleaved(targets, requests)
+        finally:
+            if fproc is not None:
                 fproc.terminate()
                 fproc.wait(timeout=30)
-            for protocol, p99 in p99s.items():
-                typer.echo(f"predictor {protocol} p99 / feast serve p99 = {p99 / f99:.2f} (goal <= 1)")
+        p99s = {t.label: _line(t.label, results[t.label][0], f"{results[t.label][1]} of {requests} {t.note}")
+                for t in targets}
+        typer.echo(_server_fetch_mean(url))
+        if feast_serve:
+            f99 = p99s[targets[-1].label]
+            for t in targets[:-1]:
+                typer.echo(f"{t.label} p99 / feast serve p99 = {p99s[t.label] / f99:.2f} (goal <= 1)")
     finally:
         if proc is not None:
             proc.terminate()
