@@ -148,6 +148,32 @@ def array_predictor(model: Any, feature_names: list[str], columns: list[str], fa
     return by_array
 
 
+def checked_array_predictor(model: Any, feature_names: list[str], columns: list[str], label: str = "model"
+                            ) -> Callable[[np.ndarray], np.ndarray]:
+    """:func:`array_predictor`, used only if it answers exactly what the model's own ``predict`` answers.
+
+    The check runs a row without data, a row with, and, for a compiled forest, a full batch of rows on and beside
+    every split threshold (:func:`serving.trees.probe_rows`), as one batch and the first two one row at a time (the
+    serving case). Any difference logs a warning and returns the model's own path. It also warms both paths up.
+    """
+    by_model = array_predictor(model, feature_names, columns, fast=False)
+    probe = np.vstack([np.full(len(feature_names), np.nan), np.arange(1.0, len(feature_names) + 1.0)])
+    predict = array_predictor(model, feature_names, columns)
+    forest = getattr(predict, "forest", None)
+    if forest is not None:  # a batch the forest evaluates itself (not over its max_rows)
+        splits = np.full((forest.max_rows - len(probe), len(feature_names)), np.nan)
+        splits[:, predict.index] = probe_rows(forest, len(splits))
+        probe = np.vstack([probe, splits])
+    expected = by_model(probe)
+    if predict.__name__ == by_model.__name__:
+        return predict
+    if np.array_equal(predict(probe), expected) and all(
+            np.array_equal(predict(probe[i:i + 1]), expected[i:i + 1]) for i in range(2)):
+        return predict
+    log.warning("%s: the array fast path disagrees with predict(); using predict()", label)
+    return by_model
+
+
 def _identity(transformer: Any) -> bool:
     """``"passthrough"``, or what a fitted ColumnTransformer replaces it with (an identity FunctionTransformer)."""
     from sklearn.preprocessing import FunctionTransformer
@@ -275,25 +301,10 @@ class NextWeekCommitsPredictor(kserve.Model):
         from threadpoolctl import ThreadpoolController
 
         self._threads = self._threads or ThreadpoolController()
-        # Warm the model's predict path (first calls import and allocate) on a row without data and one with; the
-        # same rows, and for a compiled forest rows on and beside every split, check that the fast path answers
-        # exactly what the model answers.
+        # Warms the model's predict path (first calls import and allocate) and checks the fast path against it.
         try:
             with self._threads.limit(limits=1, user_api="openmp"):
-                by_model = array_predictor(model, names, columns, fast=False)
-                probe = np.vstack([np.full(len(names), np.nan), np.arange(1.0, len(names) + 1.0)])
-                predict = array_predictor(model, names, columns)
-                forest = getattr(predict, "forest", None)
-                if forest is not None:
-                    splits = np.full((forest.max_rows, len(names)), np.nan)
-                    splits[:, predict.index] = probe_rows(forest, forest.max_rows)
-                    probe = np.vstack([probe, splits])
-                expected = by_model(probe)
-                if predict.__name__ != by_model.__name__ and not (
-                        np.array_equal(predict(probe), expected)
-                        and all(np.array_equal(predict(probe[i:i + 1]), expected[i:i + 1]) for i in range(2))):
-                    log.warning("model %s: the array fast path disagrees with predict(); using predict()", self.name)
-                    predict = by_model
+                predict = checked_array_predictor(model, names, columns, self.name)
         except Exception as e:
             raise NotReady(f"model {self.name!r} version {mv.version} cannot predict: {type(e).__name__}: {e}"
                            ) from None

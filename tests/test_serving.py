@@ -512,7 +512,8 @@ def test_array_fast_path_predicts_exactly_what_the_pipeline_predicts():
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from serving.predictor import array_predictor
+    from serving.predictor import array_predictor, checked_array_predictor
+    from serving.trees import CompiledForest
     from training.train import make_model
 
     rng = np.random.default_rng(3)
@@ -529,6 +530,13 @@ def test_array_fast_path_predicts_exactly_what_the_pipeline_predicts():
     assert np.array_equal(fast(values), expected)  # 400 rows: over max_rows, the booster's own predict
     for i in range(0, len(values), 7):  # one row per request: the compiled forest
         assert np.array_equal(fast(values[i:i + 1]), expected[i:i + 1])
+    assert checked_array_predictor(model, served, list(model.feature_names_in_)).forest is not None
+    with pytest.MonkeyPatch.context() as mp:  # a forest off by one ulp is caught at load and not used
+        raw = CompiledForest.raw
+        mp.setattr(CompiledForest, "raw", lambda self, X: np.nextafter(raw(self, X), np.inf))
+        checked = checked_array_predictor(model, served, list(model.feature_names_in_))
+        assert checked.__name__ == "by_frame"
+        assert np.array_equal(checked(values[:1]), expected[:1])
     other = make_pipeline(StandardScaler(), PoissonRegressor()).fit(x.fillna(0)[names], y)  # not training's shape
     slow = array_predictor(other, names, names)
     assert slow.__name__ == "by_frame"
