@@ -229,7 +229,6 @@ class NextWeekCommitsPredictor(kserve.Model):
         self.service: "FeatureService | None" = None
         self.join_key: str | None = None
         self.feature_names: list[str] = []
-        self.model_columns: list[str] = []
         self.model = None
         self._predict: Callable[[np.ndarray], np.ndarray] | None = None
         self.version: str | None = None
@@ -308,7 +307,7 @@ class NextWeekCommitsPredictor(kserve.Model):
         except Exception as e:
             raise NotReady(f"model {self.name!r} version {mv.version} cannot predict: {type(e).__name__}: {e}"
                            ) from None
-        self.service, self.join_key, self.feature_names, self.model_columns = service, key, names, columns
+        self.service, self.join_key, self.feature_names = service, key, names
         self.model, self.version, self._predict = model, str(mv.version), predict
         self._as_of_checked = -float("inf")
 

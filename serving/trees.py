@@ -52,7 +52,6 @@ class CompiledForest:
         self.n_features = int(booster.n_features_in_)
         self.baseline = float(np.asarray(booster._baseline_prediction, dtype=np.float64).ravel()[0])
         self.inverse_link: Callable[[np.ndarray], np.ndarray] = booster._loss.link.inverse
-        width = self.left.shape[1]
         offset = np.arange(len(nodes), dtype=np.intp)[:, None] * width
         self._roots = offset.T.copy()
         self._feature, self._threshold = self.feature.ravel(), self.threshold.ravel()

@@ -79,11 +79,10 @@ def prepare_home(spec: dict[str, Any]) -> dict[str, Any]:
     feast_ops.apply()
     store = feast_ops.feature_store()
     views = [store.get_feature_view(features.REPO_ACTIVITY.name)]
-    from feast import FeatureView
-
     if spec["kind"] == "mat":
         views = [_wide_view(store, table, spec["wide_view"])]
     if spec["kind"] == "hist":
+        from feast import FeatureView
 
         fv = views[0]
         # The two cases of the reference figures: a 1-day TTL and none (the shipped view has none, ADR 0009).

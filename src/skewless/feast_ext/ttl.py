@@ -177,11 +177,10 @@ class TtlRedisOnlineStore(TtlOnlineReadMixin, RedisOnlineStore):
         payload, conn = hmget_commands(commands), self._read_connection(client)
         try:
             return pipeline(client, payload, len(commands), conn)
-        except (redis.TimeoutError, TimeoutError):
-            raise
         except (redis.ConnectionError, ConnectionError):
             # The held connection went stale (Redis restarted or dropped it): reads are idempotent, so once more on a
-            # fresh connection, as the pool's checkout check would have done.
+            # fresh connection, as the pool's checkout check would have done. Timeouts (redis.TimeoutError, socket
+            # timeouts) are not ConnectionErrors and are not retried.
             return pipeline(client, payload, len(commands), conn)
 
     def _read_connection(self, client):
