@@ -15,6 +15,10 @@ features_app = typer.Typer(no_args_is_help=True, help="Feature tables in Iceberg
 app.add_typer(features_app, name="features")
 monitor_app = typer.Typer(no_args_is_help=True, help="Prometheus metrics: freshness, materialization, parity.")
 app.add_typer(monitor_app, name="monitor")
+repos_app = typer.Typer(no_args_is_help=True, help="Repositories stored in abukix.commits.")
+app.add_typer(repos_app, name="repos")
+quarantine_app = typer.Typer(no_args_is_help=True, help="Rows that `ingest --skip-invalid` set aside.")
+app.add_typer(quarantine_app, name="quarantine")
 
 SAMPLE = Path(__file__).parent / "data" / "sample_commits.parquet"
 
@@ -78,11 +82,56 @@ def env() -> None:
 @app.command()
 def ingest(
     sources: Annotated[list[Path], typer.Argument(help="Parquet files or local git repositories.")],
+    name: Annotated[Optional[str], typer.Option(
+        "--name", help="OWNER/NAME to store ONE git repository under (default: its GitHub/GitLab origin, else its "
+                       "directory name, which the output states).")] = None,
+    ref: Annotated[Optional[str], typer.Option(
+        "--ref", help="Branch, tag or commit of ONE git repository whose history is ingested (default: the "
+                      "default branch).")] = None,
+    replace: Annotated[bool, typer.Option(
+        "--replace", help="Apply stored commits that arrive with other values as corrections (reported), and "
+                          "accept a wholly rewritten history under its own name.")] = False,
+    skip_invalid: Annotated[bool, typer.Option(
+        "--skip-invalid", help="Set rows that break a rule aside in abukix.commits_quarantine instead of failing "
+                               "the whole call.")] = False,
 ) -> None:
-    """Ingest commit events into the Iceberg table abukix.commits (idempotent, all-or-nothing)."""
+    """Ingest commit events into the Iceberg table abukix.commits (idempotent, all-or-nothing).
+
+    A git repository's stored history becomes exactly the commits reachable from the ingested ref: commits that
+    disappeared (amend, rebase, force-push) are retracted and reported. See README "Ingest" for the rules.
+    """
     from skewless import ingest as stage
 
-    typer.echo(_run(lambda: stage.ingest(sources, show_progress=sys.stderr.isatty())))
+    typer.echo(_run(lambda: stage.ingest(sources, show_progress=sys.stderr.isatty(), name=name, ref=ref,
+                                         replace=replace, skip_invalid=skip_invalid)))
+
+
+@repos_app.command("rename")
+def repos_rename(
+    old: Annotated[str, typer.Argument(help="The name the repository is stored under.")],
+    new: Annotated[str, typer.Argument(help="Its new name, OWNER/NAME (unused).")],
+) -> None:
+    """Store every commit of a repository under a new name (one Iceberg commit; `features build` restates both)."""
+    from skewless import ingest as stage
+
+    typer.echo(_run(lambda: stage.rename_repo(old, new)))
+
+
+@quarantine_app.command("list")
+def quarantine_list(
+    source: Annotated[Optional[str], typer.Option("--source", help="Only the rows of this source.")] = None,
+    limit: Annotated[int, typer.Option("--limit", help="At most this many rows (newest first); 0: all.")] = 50,
+) -> None:
+    """The rows set aside by `ingest --skip-invalid`: when, source, rule, reason and the row as read."""
+    from skewless import ingest as stage
+
+    t = _run(lambda: stage.quarantined(source, limit or None))
+    if t.num_rows == 0:
+        typer.echo("no quarantined rows")
+        return
+    for r in t.to_pylist():
+        typer.echo(f"{r['quarantined_at']:%Y-%m-%dT%H:%M:%SZ}  {r['source']}  {r['rule']}: {r['reason']}\n"
+                   f"    {r['row']}")
 
 
 @features_app.command("build")

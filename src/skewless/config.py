@@ -53,6 +53,8 @@ FEATURE_REPO = PROJECT_ROOT / "feature_repo"
 
 #: Iceberg identifiers.
 COMMITS_TABLE = "abukix.commits"
+#: Rows that ``skewless ingest --skip-invalid`` set aside: the row, its source, the rule it broke and when.
+QUARANTINE_TABLE = "abukix.commits_quarantine"
 FEATURES_NAMESPACE = "features"
 
 #: Tag of an MLflow run / registered model version naming the Feast feature service it was trained on: training

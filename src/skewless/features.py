@@ -10,8 +10,9 @@ of every T in [D, next row). ``repo_activity`` is dense (windows and ``days_sinc
 points only — Feast's point-in-time join picks the latest row at or before T, which holds the exact value.
 
 Incremental build: ``build(until=DAY)`` adds the rows of the days after the last built day through DAY. Commits
-ingested since the previous build that land *inside* already built days (late arrivals, a newly ingested repository
-history) restate the affected entities' rows in the same Iceberg commit, so values stay exact. Building the same
+that changed since the previous build inside already built days (late arrivals, a newly ingested repository
+history, commits retracted from a rewritten history, corrected values, a renamed repository) restate the affected
+entities' rows from the earliest such day in the same Iceberg commit, so values stay exact. Building the same
 DAY again with no new commits writes nothing.
 
 The SQL below runs on DuckDB; the Spark engine renders the same relational steps (see ``skewless.spark``).
@@ -256,16 +257,20 @@ class BuildResult:
 
 
 def _new_commit_keys(commits_table, since_snapshot: int | None, con) -> pa.Table | None:
-    """Commits present now but not at ``since_snapshot`` (None: everything is new)."""
+    """The commits that changed since ``since_snapshot`` (None: everything is new): added ones, retracted ones
+    (a rewritten git history) and both versions of a corrected one, as (repo, author_id, committed_at) rows."""
     if since_snapshot is None:
         return None
-    cols = ("repo", "sha", "author_id", "committed_at")
-    now = commits_table.scan(selected_fields=cols).to_arrow()
-    before = commits_table.scan(selected_fields=("repo", "sha"), snapshot_id=since_snapshot).to_arrow()
-    con.register("now_keys", now)
-    con.register("before_keys", before)
-    return con.sql("SELECT repo, author_id, committed_at::TIMESTAMP AS committed_at "
-                   "FROM now_keys ANTI JOIN before_keys USING (repo, sha)").to_arrow_table()
+    cols = ("repo", "sha", "author_id", "committed_at", "is_merge", "files_changed", "lines_added",
+            "lines_deleted", "languages")
+    con.register("now_rows", commits_table.scan(selected_fields=cols).to_arrow())
+    con.register("before_rows", commits_table.scan(selected_fields=cols, snapshot_id=since_snapshot).to_arrow())
+    row = "repo, sha, author_id, committed_at, is_merge, files_changed, lines_added, lines_deleted, languages"
+    return con.sql(f"""
+        WITH now_r AS (SELECT {row} FROM now_rows), before_r AS (SELECT {row} FROM before_rows),
+        changed AS ((SELECT * FROM now_r EXCEPT SELECT * FROM before_r)
+                    UNION ALL (SELECT * FROM before_r EXCEPT SELECT * FROM now_r))
+        SELECT repo, author_id, committed_at::TIMESTAMP AS committed_at FROM changed""").to_arrow_table()
 
 
 def _targets(table: FeatureTable, con, commits: pa.Table, new: pa.Table | None,

@@ -1,7 +1,7 @@
 """Read a local git repository's history into commit-event rows (the ``commits.parquet`` format).
 
-One row per commit reachable from ``HEAD``, with exactly the columns and semantics of
-``shared/data/commits/README.md``:
+One row per commit reachable from the ingested ref (the default branch unless one is named), with exactly the
+columns and semantics of ``shared/data/commits/README.md``:
 
 * ``author_id`` is ``"a_" + sha256(lower(strip(author_email)))[:12]``; the e-mail is the mailmap-applied author
   e-mail. Names are never requested from git; each e-mail is hashed as soon as it is read and never kept.
@@ -36,9 +36,11 @@ __all__ = [
     "EXTENSION_LANGUAGE",
     "FILENAME_LANGUAGE",
     "COMMITS_SCHEMA",
+    "GitHistory",
     "NotAGitRepository",
     "author_id",
     "language_of",
+    "read_git_history",
     "read_git_repository",
 ]
 
@@ -247,13 +249,15 @@ def _git(
 class _Repo:
     path: str  # real path of the work tree top or of the bare repository / .git directory
     env: dict[str, str]
-    head: str  # commit id HEAD resolves to (read once, so a concurrent commit cannot mix two states)
+    head: str  # commit id the ingested ref resolves to (read once, so a concurrent commit cannot mix two states)
     work_tree: bool
     name_dir: str  # directory whose name is the fallback repo name
+    ref: str = "HEAD"  # the ref whose history is read (full name, e.g. refs/heads/main), see _default_ref
 
 
-def _resolve_repository(path: str | os.PathLike[str]) -> _Repo:
-    """Check that ``path`` is a git repository with commits; raises :class:`NotAGitRepository`."""
+def _resolve_repository(path: str | os.PathLike[str], ref: str | None = None) -> _Repo:
+    """Check that ``path`` is a git repository with commits and resolve the ref to read (``ref``, else the default
+    branch, see :func:`_default_ref`); raises :class:`NotAGitRepository`."""
     shown = os.fspath(path)
     p = os.path.realpath(shown)
     if not os.path.exists(p):
@@ -269,14 +273,53 @@ def _resolve_repository(path: str | os.PathLike[str]) -> _Repo:
     work_tree = len(lines) > 1 and lines[1] == "true"
     if work_tree and len(lines) > 2 and lines[2]:  # defensive: GIT_CEILING_DIRECTORIES already prevents this
         raise NotAGitRepository(f"{shown}: a sub-directory of a git work tree, not its top")
-    r = _git(p, env, "rev-parse", "--verify", "--quiet", "HEAD^{commit}")
+    if ref is not None:
+        full = _full_ref(p, env, ref)
+        if full is None:
+            raise NotAGitRepository(f"{shown}: no branch, tag or commit named {ref!r} (--ref)")
+    else:
+        full = _default_ref(p, env, bare=not work_tree)
+    r = _git(p, env, "rev-parse", "--verify", "--quiet", f"{full}^{{commit}}")
     if r.returncode != 0:
-        raise NotAGitRepository(f"{shown}: git repository without commits (HEAD is unborn)")
+        if full == "HEAD" or _git(p, env, "rev-parse", "--verify", "--quiet", "HEAD^{commit}").returncode != 0:
+            raise NotAGitRepository(f"{shown}: git repository without commits (HEAD is unborn)")
+        raise NotAGitRepository(f"{shown}: {full} does not point to a commit")
     head = r.stdout.decode("ascii").strip()
     name_dir = p
     if not work_tree and os.path.basename(p) == ".git":
         name_dir = os.path.dirname(p)
-    return _Repo(path=p, env=env, head=head, work_tree=work_tree, name_dir=name_dir)
+    return _Repo(path=p, env=env, head=head, work_tree=work_tree, name_dir=name_dir, ref=full)
+
+
+def _full_ref(path: str, env: dict[str, str], ref: str) -> str | None:
+    """The full name of ``ref`` (``main`` -> ``refs/heads/main``), the id itself for a commit id, None if unknown."""
+    r = _git(path, env, "rev-parse", "--verify", "--quiet", "--symbolic-full-name", ref)
+    name = r.stdout.decode("utf-8", "surrogateescape").strip() if r.returncode == 0 else ""
+    if name:
+        return name
+    r = _git(path, env, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
+    return r.stdout.decode("ascii").strip() if r.returncode == 0 else None
+
+
+def _default_ref(path: str, env: dict[str, str], bare: bool) -> str:
+    """The repository's default branch: the history that skewless ingests when no ``--ref`` is given.
+
+    1. the remote default branch ``origin/HEAD`` points to, when the clone recorded it (``git clone`` does);
+    2. in a bare repository or mirror: ``HEAD`` (there it names the default branch);
+    3. in a work tree: the local ``main``, else ``master``, else ``HEAD`` (whatever is checked out).
+    A feature branch that is checked out is therefore not ingested unless asked for with ``--ref``.
+    """
+    r = _git(path, env, "symbolic-ref", "--quiet", "refs/remotes/origin/HEAD")
+    if r.returncode == 0 and r.stdout.strip():
+        return r.stdout.decode("utf-8", "surrogateescape").strip()
+    if bare:
+        r = _git(path, env, "symbolic-ref", "--quiet", "HEAD")
+        return r.stdout.decode("utf-8", "surrogateescape").strip() if r.returncode == 0 else "HEAD"
+    for branch in ("refs/heads/main", "refs/heads/master"):
+        if _git(path, env, "rev-parse", "--verify", "--quiet", f"{branch}^{{commit}}").returncode == 0:
+            return branch
+    r = _git(path, env, "symbolic-ref", "--quiet", "HEAD")
+    return r.stdout.decode("utf-8", "surrogateescape").strip() if r.returncode == 0 else "HEAD"
 
 
 _SCP_LIKE = re.compile(r"^(?:[^@/\s]+@)?(?P<host>[^:/\s]+):(?P<path>[^/\s].*)$")
@@ -312,16 +355,17 @@ def _repo_name_from_url(url: str) -> str | None:
     return "/".join(segments[:2])
 
 
-def _default_repo_name(repo: _Repo) -> str:
+def _default_repo_name(repo: _Repo) -> tuple[str, str]:
+    """The derived name and where it came from: ``"remote"`` (origin's GitHub/GitLab URL) or ``"directory"``."""
     r = _git(repo.path, repo.env, "remote", "get-url", "origin")
     if r.returncode == 0:
         name = _repo_name_from_url(r.stdout.decode("utf-8", "replace"))
         if name:
-            return name
+            return name, "remote"
     base = os.path.basename(repo.name_dir.rstrip(os.sep)) or repo.name_dir
     if base.endswith(".git") and len(base) > len(".git"):
         base = base[: -len(".git")]
-    return base
+    return base, "directory"
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -335,6 +379,22 @@ _FORMAT = "%x1e%H%x00%P%x00%aE%x00%at%x00%ct"
 _RS = 0x1E
 _CHUNK = 1 << 20
 _PROGRESS_EVERY = 1000
+
+
+#: Seconds since the epoch that a timestamp[us] column holds (years 1 to 9999).
+_SECONDS_RANGE = (-62_135_596_800, 253_402_300_799)
+
+
+def _epoch_seconds(raw: bytes) -> int | None:
+    """A date field of ``git log`` as seconds since the epoch, or None when git could not format it.
+
+    git prints an empty field for a date it cannot represent (a date before 1970 in a hand-made commit object) and
+    the raw digits for absurd ones; both become null here, and ingest names the commit and the rule."""
+    try:
+        v = int(raw)
+    except ValueError:
+        return None
+    return v if _SECONDS_RANGE[0] <= v <= _SECONDS_RANGE[1] else None
 
 
 def _tokens(stream: IO[bytes]) -> Iterator[bytes]:
@@ -355,8 +415,8 @@ def _tokens(stream: IO[bytes]) -> Iterator[bytes]:
 class _Columns:
     sha: list[str] = field(default_factory=list)
     author_id: list[str] = field(default_factory=list)
-    authored_at: list[int] = field(default_factory=list)  # unix seconds
-    committed_at: list[int] = field(default_factory=list)
+    authored_at: list[int | None] = field(default_factory=list)  # unix seconds; None: git could not format it
+    committed_at: list[int | None] = field(default_factory=list)
     is_merge: list[bool] = field(default_factory=list)
     files_changed: list[int] = field(default_factory=list)
     lines_added: list[int] = field(default_factory=list)
@@ -458,8 +518,8 @@ def _read_log(
                     sha = tok[1:].decode("ascii")
                     parents = next(it)
                     email = next(it)
-                    at = int(next(it))
-                    ct = int(next(it))
+                    at = _epoch_seconds(next(it))
+                    ct = _epoch_seconds(next(it))
                     shas.append(sha)
                     authors.append(_author_id_raw(email))
                     authored.append(at)
@@ -584,34 +644,53 @@ def _read_log_with_missing_objects(repo: _Repo, failed: _LogFailed, report: Call
     return done
 
 
-def read_git_repository(
+@dataclass(frozen=True)
+class GitHistory:
+    """What one read of a repository covered: the rows are exactly the commits reachable from ``ref``."""
+
+    path: str
+    name: str
+    name_origin: str  # "given" (--name), "remote" (origin's GitHub/GitLab URL) or "directory" (its name)
+    ref: str  # full ref name (refs/heads/main, refs/remotes/origin/main, HEAD) or a commit id
+    head: str  # the commit id ``ref`` pointed to when read
+    shallow: bool  # a shallow clone: commits older than its boundary are not part of what was read
+    roots: tuple[str, ...]  # root commits of the history (no parent)
+
+
+def read_git_history(
     path: str | os.PathLike[str],
     repo_name: str | None = None,
+    ref: str | None = None,
     progress: Callable[[int], None] | None = None,
-) -> pa.Table:
-    """Commit-event rows of every commit reachable from ``HEAD`` of the repository at ``path``.
+) -> tuple[pa.Table, GitHistory]:
+    """Commit-event rows of every commit reachable from ``ref`` of the repository at ``path``, and what was read.
 
     ``path`` is the top directory of a work tree, or a bare repository (a ``.git`` directory works too); an
-    enclosing repository is never used. ``repo_name`` defaults to ``owner/name`` of the ``origin`` remote when that
-    is a GitHub/GitLab URL, else to the directory name (without a ``.git`` suffix). ``progress`` is called with the
-    number of commits read so far every 1000 commits and once at the end with the total. The table has
+    enclosing repository is never used. ``ref`` defaults to the default branch (:func:`_default_ref`).
+    ``repo_name`` defaults to ``owner/name`` of the ``origin`` remote when that is a GitHub/GitLab URL, else to the
+    directory name (without a ``.git`` suffix); :attr:`GitHistory.name_origin` says which. ``progress`` is called
+    with the number of commits read so far every 1000 commits and once at the end with the total. The table has
     :data:`COMMITS_SCHEMA` and is sorted by ``(committed_at, sha)``, the order of ``commits.parquet`` (which sorts
-    by committed_at, repo, sha).
+    by committed_at, repo, sha). A date git cannot format (before 1970 in a hand-made object) is null.
 
     Objects missing from the store (snapshots without some large blobs) do not fail the read: those file versions
     count as changed files with 0 lines, like binary files (a ``UserWarning`` says how many were missing).
 
-    Raises :class:`NotAGitRepository` when ``path`` does not exist, is not a git repository, or has no commits,
-    and ``RuntimeError`` when ``git log`` itself fails.
+    Raises :class:`NotAGitRepository` when ``path`` does not exist, is not a git repository, has no commits or no
+    such ref, and ``RuntimeError`` when ``git log`` itself fails.
     """
-    repo = _resolve_repository(path)
+    repo = _resolve_repository(path, ref)
+    origin = "given"
     if repo_name is None:
-        repo_name = _default_repo_name(repo)
+        repo_name, origin = _default_repo_name(repo)
     r = _git(repo.path, repo.env, "rev-parse", "--is-shallow-repository")
-    if r.returncode == 0 and r.stdout.strip() == b"true":
+    shallow = r.returncode == 0 and r.stdout.strip() == b"true"
+    if shallow:
         warnings.warn(
             f"{repo.path} is a shallow clone: its oldest commits are diffed against the empty tree", stacklevel=2
         )
+    r = _git(repo.path, repo.env, "rev-list", "--max-parents=0", repo.head, "--")
+    roots = tuple(sorted(r.stdout.decode("ascii").split())) if r.returncode == 0 else ()
 
     reported = 0
 
@@ -644,4 +723,16 @@ def read_git_repository(
         schema=COMMITS_SCHEMA,
     )
     order = pc.sort_indices(table, sort_keys=[("committed_at", "ascending"), ("sha", "ascending")])
-    return table.take(order)
+    history = GitHistory(path=repo.path, name=repo_name, name_origin=origin, ref=repo.ref, head=repo.head,
+                         shallow=shallow, roots=roots)
+    return table.take(order), history
+
+
+def read_git_repository(
+    path: str | os.PathLike[str],
+    repo_name: str | None = None,
+    progress: Callable[[int], None] | None = None,
+    ref: str | None = None,
+) -> pa.Table:
+    """The rows of :func:`read_git_history` alone."""
+    return read_git_history(path, repo_name=repo_name, ref=ref, progress=progress)[0]
