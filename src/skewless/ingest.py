@@ -749,5 +749,7 @@ def rename_repo(old: str, new: str) -> IngestResult:
             time.sleep(0.05 * attempt)
             continue
         return IngestResult(n_old, n_old, 0, lake.snapshot_id(table.refresh()),
-                            notes=(f"renamed {n_old} commits of {old!r} to {new!r}",))
+                            notes=(f"renamed {n_old} commits of {old!r} to {new!r}; run `skewless features build` "
+                                   f"and `skewless materialize` to restate both; the online store keeps answering "
+                                   f"{old!r} with its last values (ADR 0012)",))
     raise IngestError(f"could not commit to {COMMITS_TABLE} after {COMMIT_RETRIES} attempts (concurrent writers)")

@@ -262,7 +262,8 @@ def test_ingest_fuzz_clear_error_or_documented_handling(commits_home, data):
 def _check_normalized(incoming: pa.Table, stored: pa.Table, stored_before: set) -> None:
     """The new incoming commits are in the table with the values the schema says (UTC µs, int32, strings).
 
-    Commits whose key was stored before are skipped by design (the key is (repo, sha)), whatever their values.
+    Commits whose key was stored before are skipped (the key is (repo, sha)): the accepted mutations only change a
+    value's representation, so they arrive with the stored values (other values would be refused as a conflict).
     """
     by_key = {(r["repo"], r["sha"]): r for r in stored.to_pylist()}
     for r in incoming.to_pylist():
