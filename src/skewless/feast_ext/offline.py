@@ -141,8 +141,10 @@ class _ViewPlan:
             name=fv.name,
             source=source,
             keys=[(reverse.get(k, k), v) for k, v in join_key_map.items()],
-            timestamp=source.timestamp_field,
-            created=source.created_timestamp_column or None,
+            # timestamp_field and created_timestamp_column name Feast-side columns: when they are field_mapping
+            # targets (source column ts_1 mapped to ts), the table's column is the mapping's key.
+            timestamp=reverse.get(source.timestamp_field, source.timestamp_field),
+            created=reverse.get(source.created_timestamp_column, source.created_timestamp_column) or None,
             features=[(reverse.get(n, n), f"{base}__{n}" if full_feature_names else n) for n in names],
             ttl=fv.ttl if fv.ttl else None,
         )
