@@ -166,3 +166,129 @@ def test_field_mapped_event_and_created_timestamps(backend: Backend) -> None:
     # driver 3: the -4h row (4.0) is exactly 2h old at -2h; a second later it has expired; 5.0 from -1h.
     expected = [0.3, None, None, 4.0, None, 5.0]
     assert [None if pd.isna(v) else v for v in got["mapped_ts__value"]] == expected
+
+
+# --- 2. write_to_offline_store and offline push: cast to the table's schema ------------------------------------
+STATS_SCHEMA = pa.schema([
+    ("driver_id", pa.int64()), ("conv_rate", pa.float32()), ("acc_rate", pa.float64()),
+    ("avg_daily_trips", pa.int32()), ("event_timestamp", pa.timestamp("us", tz="UTC")),
+    ("created", pa.timestamp("us", tz="UTC")),
+])
+
+
+def _stats_view(backend: Backend, ttl: dt.timedelta = dt.timedelta(minutes=10)):
+    from feast import FeatureView, Field
+    from feast.types import Float32, Float64, Int32
+
+    old = pd.DataFrame({"driver_id": [1001], "conv_rate": [0.5], "acc_rate": [0.25], "avg_daily_trips": [7],
+                        "event_timestamp": [NOW - 10 * H], "created": [NOW - 10 * H]})
+    src = backend.source(old, "driver_stats", "event_timestamp", "created", arrow_schema=STATS_SCHEMA)
+    return FeatureView(name="driver_stats", entities=[_driver()], ttl=ttl, source=src,
+                       schema=[Field(name="conv_rate", dtype=Float32), Field(name="acc_rate", dtype=Float64),
+                               Field(name="avg_daily_trips", dtype=Int32)])
+
+
+def _rows(ts: list[pd.Timestamp], seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    n = len(ts)
+    # Columns out of the table's order, nanosecond dtype, float64/int64 where the table holds float32/int32.
+    return pd.DataFrame({
+        "avg_daily_trips": rng.integers(0, 10, size=n),
+        "created": pd.to_datetime(ts, utc=True).astype("datetime64[ns, UTC]"),
+        "conv_rate": rng.random(n).astype("float32"),
+        "event_timestamp": pd.to_datetime(ts, utc=True).astype("datetime64[ns, UTC]"),
+        "acc_rate": rng.random(n),
+        "driver_id": [1001] * n,
+    })
+
+
+STATS_REFS = ["driver_stats:conv_rate", "driver_stats:acc_rate", "driver_stats:avg_daily_trips"]
+
+
+def _read_stats(store, times: list[pd.Timestamp]) -> pd.DataFrame:
+    entity_df = pd.DataFrame({"driver_id": [1001] * len(times), "event_timestamp": times})
+    got = store.get_historical_features(entity_df=entity_df, features=STATS_REFS).to_df()
+    return got.sort_values("event_timestamp").reset_index(drop=True)
+
+
+def _assert_rows(got: pd.DataFrame, want: pd.DataFrame) -> None:
+    assert len(got) == len(want)
+    assert got["conv_rate"].astype("float32").tolist() == want["conv_rate"].astype("float32").tolist()
+    assert got["acc_rate"].tolist() == want["acc_rate"].tolist()
+    assert got["avg_daily_trips"].astype("int64").tolist() == want["avg_daily_trips"].astype("int64").tolist()
+
+
+def test_write_to_offline_store_casts_and_appends(backend: Backend) -> None:
+    """Feast's test_reorder_columns and test_writing_consecutively_to_offline_store: reordered columns, nanosecond
+    timestamps, float64/int64 into float32/int32 columns, two consecutive writes, each then read back."""
+    fv = _stats_view(backend)
+    store = backend.store()
+    store.apply([_driver(), fv])
+    times = [NOW + k * H for k in (3, 4, 5, 6)]
+    before = _read_stats(store, times[:2])
+    assert before[["conv_rate", "acc_rate", "avg_daily_trips"]].isna().all().all()
+    first = _rows(times[:2], seed=1)
+    store.write_to_offline_store("driver_stats", first, allow_registry_cache=False)
+    _assert_rows(_read_stats(store, times[:2]), first)
+    second = _rows(times[2:], seed=2)
+    second["event_timestamp"] = second["event_timestamp"].dt.tz_localize(None)  # naive means UTC
+    store.write_to_offline_store("driver_stats", second, allow_registry_cache=False)
+    _assert_rows(_read_stats(store, times), pd.concat([first, second], ignore_index=True))
+
+
+def test_write_with_wrong_columns_is_refused_by_name(backend: Backend) -> None:
+    """Feast's test_writing_incorrect_schema_fails."""
+    store = backend.store()
+    store.apply([_driver(), _stats_view(backend)])
+    bad = _rows([NOW], seed=3).drop(columns=["acc_rate"]).assign(incorrect_schema=[1])
+    with pytest.raises(ValueError, match="missing_expected_columns") as err:
+        store.write_to_offline_store("driver_stats", bad, allow_registry_cache=False)
+    assert "missing_expected_columns: ['acc_rate']" in str(err.value)
+    assert "extra_unexpected_columns: ['incorrect_schema']" in str(err.value)
+
+
+def test_write_of_values_the_table_cannot_hold_fails(backend: Backend) -> None:
+    """Sub-microsecond timestamps and out-of-range integers are refused, never truncated (the table holds
+    microseconds and int32); both stores fail on the cast, and nothing is written."""
+    store = backend.store()
+    store.apply([_driver(), _stats_view(backend)])
+    nanos = _rows([NOW + H], seed=4)
+    nanos["event_timestamp"] = nanos["event_timestamp"] + pd.Timedelta(nanoseconds=1)
+    with pytest.raises(ValueError, match="event_timestamp|would lose data"):
+        store.write_to_offline_store("driver_stats", nanos, allow_registry_cache=False)
+    big = _rows([NOW + H], seed=5).assign(avg_daily_trips=[2 ** 40])
+    with pytest.raises(ValueError, match="avg_daily_trips|not in range"):
+        store.write_to_offline_store("driver_stats", big, allow_registry_cache=False)
+    assert _read_stats(store, [NOW + H])[["conv_rate"]].isna().all().all()
+
+
+@pytest.mark.parametrize("mode", ["OFFLINE", "ONLINE_AND_OFFLINE"])
+def test_push_to_offline_store(backend: Backend, mode: str) -> None:
+    """Feast's test_push_features_and_read: a push source over the batch source, pushed offline (and online)."""
+    from feast import Entity, FeatureView, Field, PushSource
+    from feast.data_source import PushMode
+    from feast.types import Int32
+    from feast.value_type import ValueType
+
+    location = Entity(name="location", join_keys=["location_id"], value_type=ValueType.INT64)
+    old = pd.DataFrame({"location_id": [1, 2], "temperature": [10, 20], "event_timestamp": [NOW - 5 * H] * 2,
+                        "created": [NOW - 5 * H] * 2})
+    schema = pa.schema([("location_id", pa.int64()), ("temperature", pa.int32()),
+                        ("event_timestamp", pa.timestamp("us", tz="UTC")), ("created", pa.timestamp("us", tz="UTC"))])
+    batch = backend.source(old, "locations", "event_timestamp", "created", arrow_schema=schema)
+    push = PushSource(name="location_push", batch_source=batch)
+    fv = FeatureView(name="pushable_location_stats", entities=[location], ttl=dt.timedelta(0),
+                     schema=[Field(name="temperature", dtype=Int32)], source=push)
+    store = backend.store()
+    store.apply([location, fv])
+    entity_df = pd.DataFrame({"location_id": [1, 2], "event_timestamp": [NOW, NOW]})
+    refs = ["pushable_location_stats:temperature"]
+    before = store.get_historical_features(entity_df=entity_df, features=refs).to_df().sort_values("location_id")
+    assert before["temperature"].tolist() == [10, 20]
+    pushed = pd.DataFrame({"event_timestamp": [pd.Timestamp(NOW - H).as_unit("ns")], "location_id": [1],
+                           "temperature": [4], "created": [pd.Timestamp(NOW - H).as_unit("ns")]})
+    store.push("location_push", pushed, to=getattr(PushMode, mode))
+    after = store.get_historical_features(entity_df=entity_df, features=refs).to_df().sort_values("location_id")
+    assert after["temperature"].tolist() == [4, 20]
+    online = store.get_online_features(features=refs, entity_rows=[{"location_id": 1}]).to_dict()
+    assert online["temperature"] == ([4] if mode == "ONLINE_AND_OFFLINE" else [None])

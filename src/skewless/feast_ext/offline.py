@@ -490,6 +490,60 @@ class IcebergOfflineStore(DuckDBOfflineStore):
                      created_timestamp_column, start_date, end_date, "")
 
 
+    @staticmethod
+    def offline_write_batch(config: RepoConfig, feature_view: FeatureView, table: pa.Table,
+                            progress: Optional[Callable[[int], Any]]) -> None:
+        """Append rows to the view's Iceberg table (``write_to_offline_store``, offline ``push``), cast to the
+        table's schema as Feast's store casts appends to a Parquet source; other sources go to Feast's store."""
+        source = feature_view.batch_source
+        if not _is_iceberg(source):
+            return DuckDBOfflineStore.offline_write_batch(config, feature_view, table, progress)
+        from pyiceberg.io.pyarrow import schema_to_pyarrow
+
+        from skewless.feast_ext.iceberg_scan import load_table
+
+        iceberg = load_table(source)
+        target = schema_to_pyarrow(iceberg.schema(), include_field_ids=False)
+        rows = conform_to_iceberg(table, target, source.field_mapping,
+                                  f"offline write to {feature_view.name} ({source.namespace}.{source.iceberg_table})")
+        iceberg.append(rows)
+        if progress:
+            progress(rows.num_rows)
+
+
+def conform_to_iceberg(table: pa.Table, schema: pa.Schema, field_mapping: Optional[dict[str, str]],
+                       what: str) -> pa.Table:
+    """``table`` as rows of an Iceberg table with Arrow schema ``schema``: Feast-side names mapped back through
+    ``field_mapping``, columns in the table's order, values cast to its types (nanosecond timestamps to
+    microseconds when no value has nanoseconds, naive timestamps as UTC, int64 to int32 when every value fits...).
+
+    Raises ``ValueError`` naming the columns when the sets differ, or the column whose values do not fit."""
+    reverse = {v: k for k, v in (field_mapping or {}).items()}
+    names = set(schema.names)
+    table = table.rename_columns([reverse[c] if c not in names and c in reverse else c for c in table.column_names])
+    missing = sorted(names - set(table.column_names))
+    extra = sorted(set(table.column_names) - names)
+    if missing or extra:
+        raise ValueError(f"{what}: the rows' columns do not match the Iceberg table's columns. "
+                         f"missing_expected_columns: {missing}, extra_unexpected_columns: {extra}.")
+    columns = []
+    for f in schema:
+        col = table.column(f.name)
+        if pa.types.is_dictionary(col.type):
+            col = col.cast(col.type.value_type)
+        if col.type != f.type:
+            try:
+                col = col.cast(f.type, safe=True)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+                raise ValueError(f"{what}: column {f.name!r} holds {col.type} values that do not fit the Iceberg "
+                                 f"table's type {f.type} ({e})") from e
+        if not f.nullable and col.null_count:
+            raise ValueError(f"{what}: column {f.name!r} is required in the Iceberg table but holds "
+                             f"{col.null_count} null(s)")
+        columns.append(col)
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
 def _check_columns(entities: _Entities, plans: list[_ViewPlan]) -> None:
     names = set(entities.table.column_names)
     needed = {ent for p in plans for _, ent in p.keys} | {entities.timestamp_column}
