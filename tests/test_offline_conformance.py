@@ -110,15 +110,17 @@ class Backend:
                           created_timestamp_column=created or "", field_mapping=field_mapping)
 
 
+def _iceberg_arrow_type(t: pa.DataType) -> pa.DataType:
+    if pa.types.is_timestamp(t) and t.unit != "us":
+        return pa.timestamp("us", tz=t.tz)
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return pa.list_(_iceberg_arrow_type(t.value_type))
+    return t
+
+
 def _iceberg_arrow_schema(schema: pa.Schema) -> pa.Schema:
     """Iceberg stores microseconds: nanosecond timestamp columns become microsecond ones (values are whole us)."""
-    fields = []
-    for f in schema:
-        t = f.type
-        if pa.types.is_timestamp(t) and t.unit != "us":
-            t = pa.timestamp("us", tz=t.tz)
-        fields.append(pa.field(f.name, t, nullable=True))
-    return pa.schema(fields)
+    return pa.schema([pa.field(f.name, _iceberg_arrow_type(f.type), nullable=True) for f in schema])
 
 
 @pytest.fixture(params=BACKENDS)
@@ -292,3 +294,76 @@ def test_push_to_offline_store(backend: Backend, mode: str) -> None:
     assert after["temperature"].tolist() == [4, 20]
     online = store.get_online_features(features=refs, entity_rows=[{"location_id": 1}]).to_dict()
     assert online["temperature"] == ([4] if mode == "ONLINE_AND_OFFLINE" else [None])
+
+
+# --- 3. feature types: bool, lists (empty ones too), as Feast declares them -----------------------------------
+TYPE_VALUES: dict[str, list] = {  # Feast's get_feature_values_for_dtype
+    "int32": [1, 2, 3, 4, 5],
+    "int64": [1, 2, 3, 4, 5],
+    "float": [1.0, None, 3.0, 4.0, 5.0],
+    "bool": [True, None, False, True, False],
+    "datetime": [dt.datetime(1980, 1, 1), None, dt.datetime(1981, 1, 1), dt.datetime(1982, 1, 1),
+                 dt.datetime(1982, 1, 1)],
+}
+TYPE_CASES = [(d, False, False) for d in TYPE_VALUES] + [(d, True, e) for d in TYPE_VALUES for e in (False, True)]
+ARROW_CHECK = {"int32": pa.types.is_signed_integer, "int64": pa.types.is_signed_integer,
+               "float": pa.types.is_float64, "bool": pa.types.is_boolean, "datetime": pa.types.is_timestamp}
+ELEMENT_TYPES = {"int32": (int, np.integer), "int64": (int, np.integer), "float": (float, np.floating),
+                 "bool": (bool, np.bool_), "datetime": (np.datetime64, dt.datetime)}
+
+
+def _feast_type(dtype: str, is_list: bool):
+    from feast.types import Array, Bool, Float32, Int32, Int64, UnixTimestamp
+
+    base = {"int32": Int32, "int64": Int64, "float": Float32, "bool": Bool, "datetime": UnixTimestamp}[dtype]
+    return Array(base) if is_list else base
+
+
+@pytest.mark.parametrize("dtype,is_list,empty", TYPE_CASES,
+                         ids=[f"{d}{'-list' if li else ''}{'-empty' if e else ''}" for d, li, e in TYPE_CASES])
+def test_historical_feature_types(backend: Backend, dtype: str, is_list: bool, empty: bool) -> None:
+    """Feast's test_feature_get_historical_features_types_match: pandas and Arrow types of every declared type,
+    plus the values themselves (driver 1 at -4 h reads row 0, driver 3 at -2 h reads row 3)."""
+    from feast import FeatureView, Field
+
+    plain = TYPE_VALUES[dtype]
+    if not is_list:
+        values = plain
+    elif empty:
+        values = [[] for _ in plain[:-1]] + [plain[-1:]]
+    else:
+        values = [[v, v] if v is not None else None for v in plain]
+    src = backend.source(_basic_driver_rows(values), f"types_{dtype}_{int(is_list)}{int(empty)}", "ts",
+                         "created_ts", {"ts_1": "ts"})
+    fv = FeatureView(name="types", entities=[_driver()], ttl=dt.timedelta(days=5), source=src,
+                     schema=[Field(name="value", dtype=_feast_type(dtype, is_list))])
+    store = backend.store()
+    store.apply([_driver(), fv])
+    entity_df = pd.DataFrame({"driver_id": [1, 3], "ts": [NOW - 4 * H, NOW - 2 * H]})
+    job = store.get_historical_features(entity_df=entity_df, features=["types:value"])
+    df = job.to_df().sort_values("driver_id").reset_index(drop=True)
+    arrow_type = job.to_arrow().schema.field("value").type
+    want = [values[0], values[3]]
+    if is_list:
+        assert pd.api.types.is_object_dtype(df.dtypes["value"])
+        assert pa.types.is_list(arrow_type) and ARROW_CHECK[dtype](arrow_type.value_type), arrow_type
+        got = [list(v) for v in df["value"]]
+        for v in got:
+            assert all(isinstance(x, ELEMENT_TYPES[dtype]) for x in v), v
+        if dtype == "datetime":
+            got = [[pd.Timestamp(x).tz_localize(None) if pd.Timestamp(x).tzinfo is None
+                    else pd.Timestamp(x).tz_convert(None) for x in v] for v in got]
+            want = [[pd.Timestamp(x) for x in v] for v in want]
+        assert got == want
+    else:
+        assert ARROW_CHECK[dtype](arrow_type), arrow_type
+        checks = {"int32": [pd.api.types.is_integer_dtype], "int64": [pd.api.types.is_integer_dtype],
+                  "float": [pd.api.types.is_float_dtype], "datetime": [pd.api.types.is_datetime64_any_dtype],
+                  "bool": [pd.api.types.is_bool_dtype, pd.api.types.is_object_dtype]}[dtype]
+        assert any(c(df.dtypes["value"]) for c in checks), df.dtypes["value"]
+        got = df["value"].tolist()
+        if dtype == "datetime":
+            got = [pd.Timestamp(x).tz_localize(None) if pd.Timestamp(x).tzinfo is None
+                   else pd.Timestamp(x).tz_convert(None) for x in got]
+            want = [pd.Timestamp(x) for x in want]
+        assert got == want
