@@ -367,3 +367,37 @@ def test_historical_feature_types(backend: Backend, dtype: str, is_list: bool, e
                    else pd.Timestamp(x).tz_convert(None) for x in got]
             want = [pd.Timestamp(x) for x in want]
         assert got == want
+
+
+# --- 4. persist: a retrieval saved as a dataset, never overwriting one unless asked ---------------------------
+def test_persist_saved_dataset_and_no_silent_overwrite(backend: Backend, tmp_path: Path) -> None:
+    """Feast's test_historical_features_persisting and test_persist_does_not_overwrite."""
+    from feast.errors import SavedDatasetLocationAlreadyExists
+    from feast.infra.offline_stores.file_source import SavedDatasetFileStorage
+
+    store = backend.store()
+    store.apply([_driver(), _stats_view(backend, ttl=dt.timedelta(0))])
+    written = _rows([NOW + H, NOW + 2 * H], seed=6)
+    store.write_to_offline_store("driver_stats", written, allow_registry_cache=False)
+    entity_df = pd.DataFrame({"driver_id": [1001, 1001, 1001, 7],
+                              "event_timestamp": [NOW, NOW + H, NOW + 3 * H, NOW]})
+    job = store.get_historical_features(entity_df=entity_df, features=STATS_REFS)
+    order = ["driver_id", "event_timestamp"]
+    expected = job.to_df().sort_values(order).reset_index(drop=True)
+    assert pd.isna(expected["avg_daily_trips"][0])  # driver 7: unknown
+    assert expected["avg_daily_trips"].tolist()[1:] == [7, written["avg_daily_trips"][0],
+                                                         written["avg_daily_trips"][1]]
+    location = tmp_path / "saved" / "training.parquet"
+    location.parent.mkdir()
+    saved = store.create_saved_dataset(from_=job, name="training", storage=SavedDatasetFileStorage(str(location)))
+    got = saved.to_df().sort_values(order).reset_index(drop=True)
+    pd.testing.assert_frame_equal(got[expected.columns], expected, check_dtype=False)
+    assert store.get_saved_dataset("training").full_feature_names is False
+
+    again = store.get_historical_features(entity_df=entity_df.iloc[:1], features=STATS_REFS)
+    with pytest.raises(SavedDatasetLocationAlreadyExists):
+        store.create_saved_dataset(from_=again, name="training_2", storage=SavedDatasetFileStorage(str(location)))
+    assert len(pd.read_parquet(location)) == 4, "a refused persist must leave the dataset as it was"
+    store.create_saved_dataset(from_=again, name="training_3", storage=SavedDatasetFileStorage(str(location)),
+                               allow_overwrite=True)
+    assert len(pd.read_parquet(location)) == 1
