@@ -45,6 +45,7 @@ class Backend:
 
     name: str
     root: Path
+    pull_latest: bool = False  # the yaml's materialization.pull_latest_features (Feast's default: False)
     _catalog: Any = field(default=None, init=False)
 
     @property
@@ -58,6 +59,7 @@ class Backend:
             cfg: dict[str, Any] = {
                 "project": "conformance", "provider": "local", "entity_key_serialization_version": 3,
                 "registry": {"path": str(self.root / "registry.db"), "cache_ttl_seconds": 0},
+                "materialization": {"pull_latest_features": self.pull_latest},
             }
             if self.iceberg:
                 cfg["offline_store"] = {"type": "skewless.feast_ext.offline.IcebergOfflineStore"}
@@ -89,12 +91,12 @@ class Backend:
                field_mapping: Optional[dict[str, str]] = None, arrow_schema: Optional[pa.Schema] = None):
         """A batch source named ``name`` holding ``df`` (Parquet file or Iceberg table, per backend)."""
         table = pa.Table.from_pandas(df, schema=arrow_schema, preserve_index=False).replace_schema_metadata(None)
+        table = table.cast(_iceberg_arrow_schema(table.schema))  # the same microsecond data in both backends
         if self.iceberg:
             from feast.infra.data_sources.contrib.iceberg_catalog.iceberg_source import IcebergSource
 
             cat = self.catalog()
-            cat.create_table(f"conf.{name}", schema=_iceberg_arrow_schema(table.schema)).append(
-                table.cast(_iceberg_arrow_schema(table.schema)))
+            cat.create_table(f"conf.{name}", schema=table.schema).append(table)
             return IcebergSource(name=name, catalog_type="sql", catalog_name="conformance",
                                  warehouse=f"file://{self.root / 'warehouse'}", namespace="conf", table=name,
                                  catalog_properties={"uri": f"sqlite:///{self.root / 'catalog.db'}"},
@@ -119,7 +121,8 @@ def _iceberg_arrow_type(t: pa.DataType) -> pa.DataType:
 
 
 def _iceberg_arrow_schema(schema: pa.Schema) -> pa.Schema:
-    """Iceberg stores microseconds: nanosecond timestamp columns become microsecond ones (values are whole us)."""
+    """Iceberg stores microseconds: nanosecond timestamp columns become microsecond ones (values are whole us);
+    the reference Parquet files get the same schema, so both backends hold the same data."""
     return pa.schema([pa.field(f.name, _iceberg_arrow_type(f.type), nullable=True) for f in schema])
 
 
@@ -401,3 +404,44 @@ def test_persist_saved_dataset_and_no_silent_overwrite(backend: Backend, tmp_pat
     store.create_saved_dataset(from_=again, name="training_3", storage=SavedDatasetFileStorage(str(location)),
                                allow_overwrite=True)
     assert len(pd.read_parquet(location)) == 1
+
+
+# --- 5. materialization: online equals offline after materialize and materialize_incremental -----------------
+def _online_and_offline(store, driver_id: int, at: pd.Timestamp) -> tuple[Any, Any]:
+    from skewless.feast_ext.ttl import serving_clock
+
+    with serving_clock(at.to_pydatetime()):  # skewless's online reads apply the TTL at this time (ADR 0009)
+        online = store.get_online_features(["consistency:value"], [{"driver_id": driver_id}],
+                                           full_feature_names=True).to_dict()["consistency__value"][0]
+    offline = store.get_historical_features(
+        entity_df=pd.DataFrame({"driver_id": [driver_id], "event_timestamp": [at]}),
+        features=["consistency:value"], full_feature_names=True).to_df()["consistency__value"][0]
+    return online, (None if pd.isna(offline) else float(offline))
+
+
+@pytest.mark.parametrize("pull_latest", [True, False], ids=["pull_latest", "pull_all"])
+def test_materialization_consistency(backend: Backend, pull_latest: bool) -> None:
+    """Feast's test_universal_materialization_consistency (validate_offline_online_store_consistency) on a
+    field-mapped source, with the wall clock replaced by a fixed NOW."""
+    from feast import FeatureView, Field
+    from feast.types import Float32
+
+    backend.pull_latest = pull_latest
+    rows = _basic_driver_rows([0.1, None, 0.3, 4.0, 5.0])
+    src = backend.source(rows, "consistency", "ts", "created_ts", {"ts_1": "ts"})
+    fv = FeatureView(name="consistency", entities=[_driver()], ttl=dt.timedelta(weeks=52), source=src,
+                     schema=[Field(name="value", dtype=Float32)])
+    store = backend.store()
+    store.apply([_driver(), fv])
+    start, split = (NOW - 5 * H).to_pydatetime(), (NOW - H - pd.Timedelta(seconds=1)).to_pydatetime()
+    store.materialize(feature_views=["consistency"], start_date=start, end_date=split)
+    at = pd.Timestamp(split)
+    for driver_id, want in ((1, 0.3), (2, None), (3, 4.0)):
+        online, offline = _online_and_offline(store, driver_id, at)
+        assert offline == (None if want is None else pytest.approx(want)), (driver_id, offline)
+        assert online == (None if want is None else pytest.approx(want, abs=1e-6)), (driver_id, online)
+    store.materialize_incremental(feature_views=["consistency"], end_date=NOW.to_pydatetime())
+    intervals = store.registry.get_feature_view("consistency", store.project).materialization_intervals
+    assert [(a, b) for a, b in intervals] == [(start, split), (split, NOW.to_pydatetime())]
+    online, offline = _online_and_offline(store, 3, NOW)
+    assert online == pytest.approx(5.0) and offline == pytest.approx(5.0)
