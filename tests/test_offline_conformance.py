@@ -445,3 +445,62 @@ def test_materialization_consistency(backend: Backend, pull_latest: bool) -> Non
     assert [(a, b) for a, b in intervals] == [(start, split), (split, NOW.to_pydatetime())]
     online, offline = _online_and_offline(store, 3, NOW)
     assert online == pytest.approx(5.0) and offline == pytest.approx(5.0)
+
+
+# --- where skewless deliberately differs -------------------------------------------------------------------
+def test_online_read_past_the_ttl_follows_the_offline_rule(backend: Backend) -> None:
+    """Deliberate difference, ADR 0009 (adrs/0009-no-ttl-on-feature-views.md): skewless's online stores apply the
+    offline TTL rule at serving time, so an online read agrees with get_historical_features at the same instant.
+    Feast's stock online store serves the held value however old (feast-dev/feast issue 6821): train/serve skew.
+    Offline, both stores null the expired value alike."""
+    from feast import FeatureView, Field
+    from feast.types import Float32
+
+    from skewless.feast_ext.ttl import serving_clock
+
+    src = backend.source(_basic_driver_rows([0.1, None, 0.3, 4.0, 5.0]), "ttl_probe", "ts", "created_ts",
+                         {"ts_1": "ts"})
+    fv = FeatureView(name="ttl_probe", entities=[_driver()], ttl=dt.timedelta(hours=2), source=src,
+                     schema=[Field(name="value", dtype=Float32)])
+    store = backend.store()
+    store.apply([_driver(), fv])
+    store.materialize(start_date=(NOW - 5 * H).to_pydatetime(), end_date=NOW.to_pydatetime())
+    fresh, expired = NOW - H, NOW  # driver 1's newest row is at -3 h: 2 h old at -1 h, 3 h old at NOW
+    for at in (fresh, expired):
+        offline = store.get_historical_features(
+            entity_df=pd.DataFrame({"driver_id": [1], "event_timestamp": [at]}),
+            features=["ttl_probe:value"]).to_df()["value"][0]
+        with serving_clock(at.to_pydatetime()):
+            online = store.get_online_features(["ttl_probe:value"], [{"driver_id": 1}]).to_dict()["value"][0]
+        if at == fresh:
+            assert offline == pytest.approx(0.3) and online == pytest.approx(0.3)
+            continue
+        assert pd.isna(offline), "offline, a row older than T - ttl is null in both stores"
+        if backend.iceberg:
+            assert online is None, "skewless: online agrees with offline (ADR 0009)"
+        else:
+            assert online == pytest.approx(0.3), "Feast's stock online store serves the expired value"
+
+
+def test_write_to_a_field_mapped_source(backend: Backend) -> None:
+    """Deliberate difference: rows for a source with a field_mapping are written under the table's own column
+    names. Feast's store renames them forward (ts_1 -> ts) before its writer compares them with the table's
+    names, and so refuses every write to such a source; skewless maps them back and appends."""
+    from feast import FeatureView, Field
+    from feast.types import Float64
+
+    src = backend.source(_basic_driver_rows([0.1, None, 0.3, 4.0, 5.0]), "mapped_write", "ts", "created_ts",
+                         {"ts_1": "ts"})
+    fv = FeatureView(name="mapped_write", entities=[_driver()], ttl=dt.timedelta(0), source=src,
+                     schema=[Field(name="value", dtype=Float64)])
+    store = backend.store()
+    store.apply([_driver(), fv])
+    new = pd.DataFrame({"driver_id": [2], "value": [9.5], "ts_1": [NOW + H], "created_ts": [NOW + H]})
+    if not backend.iceberg:
+        with pytest.raises(ValueError, match="incorrect columns"):
+            store.write_to_offline_store("mapped_write", new, allow_registry_cache=False)
+        return
+    store.write_to_offline_store("mapped_write", new, allow_registry_cache=False)
+    got = store.get_historical_features(entity_df=pd.DataFrame({"driver_id": [2], "event_timestamp": [NOW + H]}),
+                                        features=["mapped_write:value"]).to_df()
+    assert got["value"].tolist() == [9.5]
