@@ -207,6 +207,11 @@ def _same_frames(paths: dict[str, Path]) -> dict[str, Any]:
     return out
 
 
+#: The sections of a run, in order: get_historical_features (vs raw ASOF JOIN and stock), then materialization
+#: (vs the Redis ceiling and stock) followed by online reads.
+SECTIONS = ("historical", "materialization")
+
+
 class Bench:
     """One benchmark run (see the module docstring); :meth:`run` returns the results dictionary."""
 
@@ -413,7 +418,11 @@ class Bench:
         return pc.unique(t[key]).to_pylist()[:20_000]
 
     # --- everything ---------------------------------------------------------------------------------------------
-    def run(self) -> dict[str, Any]:
+    def run(self, sections: tuple[str, ...] = SECTIONS) -> dict[str, Any]:
+        """Prepare the data, then run ``sections`` (``historical``, ``materialization``: with online reads)."""
+        unknown = sorted(set(sections) - set(SECTIONS))
+        if unknown or not sections:
+            raise BenchError(f"unknown benchmark section(s) {unknown or sections!r}; choose from {', '.join(SECTIONS)}")
         started = datetime.now(timezone.utc)
         self.results["run"] = {
             "sizes": asdict(self.sizes), "started": started.isoformat(), "python": platform.python_version(),
@@ -423,9 +432,12 @@ class Bench:
             "versions": _versions(), "repeats": self.repeats, "cap_mb": self.runner.cap_mb,
             "timeout_s": self.runner.timeout_s,
         }
+        self.results["run"]["sections"] = list(sections)
         self.prepare()
-        self.historical()
-        self.materialization()
+        if "historical" in sections:
+            self.historical()
+        if "materialization" in sections:
+            self.materialization()
         self.results["run"]["finished"] = datetime.now(timezone.utc).isoformat()
         self.results["run"]["load_after"] = os.getloadavg()
         return self.results
