@@ -231,6 +231,7 @@ class Bench:
         sources = [str(s) for s in ([config.SAMPLE_COMMITS] if self.sizes.sample_seed else config.commit_sources())]
         stamp = {"sources": sources, "sizes": asdict(self.sizes), "views": [TTL_VIEW, NOTTL_VIEW, MAT_VIEW],
                  "mtimes": [os.path.getmtime(s) for s in sources if os.path.exists(s)]}
+        stamp = json.loads(json.dumps(stamp))  # as stored: tuples of the sizes read back as lists
         stamp_path = w / "data.json"
         if stamp_path.exists() and json.loads(stamp_path.read_text()).get("stamp") == stamp:
             self.results["data"] = json.loads(stamp_path.read_text())["data"]
