@@ -19,9 +19,15 @@ with the latest event timestamp ``<=`` the entity timestamp, ties broken by the 
 when that row is older than ``entity ts - ttl`` (a ttl of 0 or None means no limit). Timezone-naive entity
 timestamps are UTC. ``tests/test_offline_store.py`` checks equality with Feast's DuckDB store.
 
+Source columns are named as Feast names them: ``timestamp_field`` and ``created_timestamp_column`` may be targets
+of the source's ``field_mapping`` (table column ``ts_1`` read as ``ts``). Offline writes to an ``IcebergSource``
+(``write_to_offline_store``, ``push(..., to=PushMode.OFFLINE)``) are cast to the Iceberg table's schema by
+:func:`conform_to_iceberg`. ``tests/test_offline_conformance.py`` checks Feast's offline-store contract against
+Feast's DuckDB store (ADR 0012).
+
 Anything else — other source types, ``filter_by_created_timestamp``, substrait on-demand views — goes to Feast's
-own :class:`~feast.infra.offline_stores.duckdb.DuckDBOfflineStore`, which this class extends, as do writes,
-logging and monitoring.
+own :class:`~feast.infra.offline_stores.duckdb.DuckDBOfflineStore`, which this class extends, as do writes to other
+sources, logging and monitoring.
 """
 
 from __future__ import annotations
