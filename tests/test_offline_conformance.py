@@ -15,15 +15,15 @@ columns, consecutive writes; a wrong schema is refused by name), the dtypes of `
 online/offline consistency after ``materialize`` and ``materialize_incremental``. Each test asserts hand-computed
 expectations, so both backends failing alike would fail too.
 
-Where skewless deliberately differs it is asserted and says why: online reads of a view with a finite TTL
-(ADR 0009, adrs/0009-no-ttl-on-feature-views.md: skewless's online stores apply the offline TTL rule, Feast's stock
-ones serve whatever they hold).
+Where skewless deliberately differs it is asserted per backend and says why (ADR 0012,
+adrs/0012-iceberg-store-keeps-feasts-offline-store-contract.md): online reads of a view with a finite TTL (ADR 0009,
+adrs/0009-no-ttl-on-feature-views.md: skewless's online stores apply the offline TTL rule, Feast's stock ones serve
+whatever they hold), and writes to a field-mapped source (Feast's writer refuses them).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
