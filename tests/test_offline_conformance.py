@@ -504,3 +504,24 @@ def test_write_to_a_field_mapped_source(backend: Backend) -> None:
     got = store.get_historical_features(entity_df=pd.DataFrame({"driver_id": [2], "event_timestamp": [NOW + H]}),
                                         features=["mapped_write:value"]).to_df()
     assert got["value"].tolist() == [9.5]
+
+
+def test_rows_are_conformed_to_the_iceberg_schema_or_refused_by_column() -> None:
+    """The cast behind skewless's offline writes, on its own: names mapped back, order and types of the table,
+    dictionary columns decoded; nulls in a required column and values that do not fit are named, not written."""
+    from skewless.feast_ext.offline import conform_to_iceberg
+
+    schema = pa.schema([pa.field("id", pa.int32(), nullable=False), pa.field("kind", pa.string()),
+                        pa.field("ts_1", pa.timestamp("us", tz="UTC"))])
+    rows = pa.table({"ts": pa.array([0, 1_000], pa.timestamp("ns")), "id": pa.array([1, 2], pa.int64()),
+                     "kind": pa.array(["a", "b"]).dictionary_encode()})
+    got = conform_to_iceberg(rows, schema, {"ts_1": "ts"}, "w")
+    assert got.schema == schema
+    assert got.column("ts_1").to_pylist() == [dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc),
+                                              dt.datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=dt.timezone.utc)]
+    assert got.column("kind").to_pylist() == ["a", "b"]
+    with pytest.raises(ValueError, match="'id' is required .* 1 null"):
+        conform_to_iceberg(rows.set_column(1, "id", pa.array([1, None], pa.int64())), schema, {"ts_1": "ts"}, "w")
+    with pytest.raises(ValueError, match="'ts_1' holds timestamp"):
+        conform_to_iceberg(rows.set_column(0, "ts", pa.array([1, 2], pa.timestamp("ns"))), schema,
+                           {"ts_1": "ts"}, "w")

@@ -495,7 +495,6 @@ class IcebergOfflineStore(DuckDBOfflineStore):
         return _pull(config, data_source, join_key_columns, feature_name_columns, timestamp_field,
                      created_timestamp_column, start_date, end_date, "")
 
-
     @staticmethod
     def offline_write_batch(config: RepoConfig, feature_view: FeatureView, table: pa.Table,
                             progress: Optional[Callable[[int], Any]]) -> None:
