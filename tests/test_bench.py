@@ -49,3 +49,16 @@ def test_quick_bench_paths_agree(tmp_path: Path) -> None:
         assert heading in text
     assert files["json"].exists()
     assert "plot" in files and files["plot"].stat().st_size > 10_000
+
+
+def test_unknown_section_is_refused_by_name(tmp_path: Path) -> None:
+    """``--only``: a section that does not exist is named in the error before any data is built."""
+    import pytest
+
+    from skewless.bench.runner import Bench, BenchError
+
+    b = Bench(bench.QUICK, tmp_path, "127.0.0.1", 6379, REDIS_DB, 1, 1000.0, 10.0, lambda m: None)
+    with pytest.raises(BenchError, match="'online'"):
+        b.run(("historical", "online"))
+    assert not (tmp_path / "data.json").exists() and not (tmp_path / "seed").exists(), \
+        "nothing is prepared for a refused run"

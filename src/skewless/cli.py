@@ -474,6 +474,9 @@ def bench(
     = None,
     cap_gb: Annotated[float, typer.Option(help="RSS cap per path: stock Feast above it is stopped (DNF).")] = 12.0,
     timeout: Annotated[float, typer.Option(help="Seconds per path before it is stopped (DNF).")] = 900.0,
+    only: Annotated[Optional[str], typer.Option(
+        help="Run one section: 'historical' (get_historical_features vs raw DuckDB ASOF JOIN and stock Feast) or "
+             "'materialization' (with online reads).")] = None,
 ) -> None:
     """Benchmark skewless's Feast extensions against stock Feast and the raw DuckDB/Redis limits."""
     from skewless import bench as stage
@@ -485,10 +488,15 @@ def bench(
         raise typer.BadParameter(f"--redis {redis!r} is not host:port")
     out_dir = out or PROJECT_ROOT / "bench_results"
     work = workdir or out_dir / ("work-quick" if quick else "work-full")
-    command = "skewless bench" + (" --quick" if quick else "")
+    from skewless.bench.runner import SECTIONS
+
+    if only is not None and only not in SECTIONS:
+        raise typer.BadParameter(f"--only {only!r}: choose one of {', '.join(SECTIONS)}")
+    command = "skewless bench" + (" --quick" if quick else "") + (f" --only {only}" if only else "")
     try:
         _, files = stage.run(quick, work, out_dir, host, int(port), redis_db, repeats, cap_gb, timeout,
-                             echo=lambda m: typer.echo(m, err=True), command=command)
+                             echo=lambda m: typer.echo(m, err=True), command=command,
+                             sections=(only,) if only else None)
     except BenchError as e:
         typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None

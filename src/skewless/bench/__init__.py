@@ -24,15 +24,17 @@ from skewless.bench.data import FULL, QUICK, Sizes
 def run(quick: bool, workdir: Path, out_dir: Path, redis_host: str = "127.0.0.1", redis_port: int = 6379,
         redis_db: int = 4, repeats: int | None = None, cap_gb: float = 12.0, timeout_s: float = 900.0,
         echo: Callable[[str], None] = print, command: str = "skewless bench",
-        sizes: Sizes | None = None) -> tuple[dict[str, Any], dict[str, Path]]:
-    """Run the benchmark; returns the results and the report files written into ``out_dir``."""
+        sizes: Sizes | None = None, sections: tuple[str, ...] | None = None
+        ) -> tuple[dict[str, Any], dict[str, Path]]:
+    """Run the benchmark (every section, or only ``sections``); returns the results and the report files written
+    into ``out_dir``."""
     from skewless.bench import report
-    from skewless.bench.runner import Bench
+    from skewless.bench.runner import SECTIONS, Bench
 
     chosen = sizes or (QUICK if quick else FULL)
     bench = Bench(chosen, workdir, redis_host, redis_port, redis_db, repeats or (1 if quick else 3),
                   cap_gb * 1000, timeout_s, echo)
-    results = bench.run()
+    results = bench.run(sections or SECTIONS)
     files = report.write(results, out_dir, command)
     return results, files
 

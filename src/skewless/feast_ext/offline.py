@@ -19,9 +19,15 @@ with the latest event timestamp ``<=`` the entity timestamp, ties broken by the 
 when that row is older than ``entity ts - ttl`` (a ttl of 0 or None means no limit). Timezone-naive entity
 timestamps are UTC. ``tests/test_offline_store.py`` checks equality with Feast's DuckDB store.
 
+Source columns are named as Feast names them: ``timestamp_field`` and ``created_timestamp_column`` may be targets
+of the source's ``field_mapping`` (table column ``ts_1`` read as ``ts``). Offline writes to an ``IcebergSource``
+(``write_to_offline_store``, ``push(..., to=PushMode.OFFLINE)``) are cast to the Iceberg table's schema by
+:func:`conform_to_iceberg`. ``tests/test_offline_conformance.py`` checks Feast's offline-store contract against
+Feast's DuckDB store (ADR 0013).
+
 Anything else — other source types, ``filter_by_created_timestamp``, substrait on-demand views — goes to Feast's
-own :class:`~feast.infra.offline_stores.duckdb.DuckDBOfflineStore`, which this class extends, as do writes,
-logging and monitoring.
+own :class:`~feast.infra.offline_stores.duckdb.DuckDBOfflineStore`, which this class extends, as do writes to other
+sources, logging and monitoring.
 """
 
 from __future__ import annotations
@@ -141,8 +147,10 @@ class _ViewPlan:
             name=fv.name,
             source=source,
             keys=[(reverse.get(k, k), v) for k, v in join_key_map.items()],
-            timestamp=source.timestamp_field,
-            created=source.created_timestamp_column or None,
+            # timestamp_field and created_timestamp_column name Feast-side columns: when they are field_mapping
+            # targets (source column ts_1 mapped to ts), the table's column is the mapping's key.
+            timestamp=reverse.get(source.timestamp_field, source.timestamp_field),
+            created=reverse.get(source.created_timestamp_column, source.created_timestamp_column) or None,
             features=[(reverse.get(n, n), f"{base}__{n}" if full_feature_names else n) for n in names],
             ttl=fv.ttl if fv.ttl else None,
         )
@@ -486,6 +494,59 @@ class IcebergOfflineStore(DuckDBOfflineStore):
                 created_timestamp_column, start_date, end_date)
         return _pull(config, data_source, join_key_columns, feature_name_columns, timestamp_field,
                      created_timestamp_column, start_date, end_date, "")
+
+    @staticmethod
+    def offline_write_batch(config: RepoConfig, feature_view: FeatureView, table: pa.Table,
+                            progress: Optional[Callable[[int], Any]]) -> None:
+        """Append rows to the view's Iceberg table (``write_to_offline_store``, offline ``push``), cast to the
+        table's schema as Feast's store casts appends to a Parquet source; other sources go to Feast's store."""
+        source = feature_view.batch_source
+        if not _is_iceberg(source):
+            return DuckDBOfflineStore.offline_write_batch(config, feature_view, table, progress)
+        from pyiceberg.io.pyarrow import schema_to_pyarrow
+
+        from skewless.feast_ext.iceberg_scan import load_table
+
+        iceberg = load_table(source)
+        target = schema_to_pyarrow(iceberg.schema(), include_field_ids=False)
+        rows = conform_to_iceberg(table, target, source.field_mapping,
+                                  f"offline write to {feature_view.name} ({source.namespace}.{source.iceberg_table})")
+        iceberg.append(rows)
+        if progress:
+            progress(rows.num_rows)
+
+
+def conform_to_iceberg(table: pa.Table, schema: pa.Schema, field_mapping: Optional[dict[str, str]],
+                       what: str) -> pa.Table:
+    """``table`` as rows of an Iceberg table with Arrow schema ``schema``: Feast-side names mapped back through
+    ``field_mapping``, columns in the table's order, values cast to its types (nanosecond timestamps to
+    microseconds when no value has nanoseconds, naive timestamps as UTC, int64 to int32 when every value fits...).
+
+    Raises ``ValueError`` naming the columns when the sets differ, or the column whose values do not fit."""
+    reverse = {v: k for k, v in (field_mapping or {}).items()}
+    names = set(schema.names)
+    table = table.rename_columns([reverse[c] if c not in names and c in reverse else c for c in table.column_names])
+    missing = sorted(names - set(table.column_names))
+    extra = sorted(set(table.column_names) - names)
+    if missing or extra:
+        raise ValueError(f"{what}: the rows' columns do not match the Iceberg table's columns. "
+                         f"missing_expected_columns: {missing}, extra_unexpected_columns: {extra}.")
+    columns = []
+    for f in schema:
+        col = table.column(f.name)
+        if pa.types.is_dictionary(col.type):
+            col = col.cast(col.type.value_type)
+        if col.type != f.type:
+            try:
+                col = col.cast(f.type, safe=True)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+                raise ValueError(f"{what}: column {f.name!r} holds {col.type} values that do not fit the Iceberg "
+                                 f"table's type {f.type} ({e})") from e
+        if not f.nullable and col.null_count:
+            raise ValueError(f"{what}: column {f.name!r} is required in the Iceberg table but holds "
+                             f"{col.null_count} null(s)")
+        columns.append(col)
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 def _check_columns(entities: _Entities, plans: list[_ViewPlan]) -> None:
