@@ -156,7 +156,8 @@ def _yaml(workdir: Path, name: str, offline: str, engine: Any = None, redis: Opt
         # The production profile's online store, settings included (feature_store.production.yaml): Feast's Redis
         # store with TTL-aware reads, every materialized row written (skip_dedup). Stock and skewless share it.
         prod = yaml.safe_load((config.FEATURE_REPO / "feature_store.production.yaml").read_text())["online_store"]
-        base["online_store"] = {**prod, "connection_string": redis}
+        target = config.parse_redis(redis)
+        base["online_store"] = {**prod, "redis_type": target.redis_type, "connection_string": target.connection_string}
     path = workdir / "yaml" / f"{name}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(base, sort_keys=False))
