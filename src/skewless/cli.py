@@ -48,12 +48,13 @@ def _latest_commit_day() -> date:
 def _run(fn):
     """Turn expected errors into one clear line and exit code 1 (no stack trace for bad input)."""
     from skewless.config import ProfileError
+    from skewless.feast_ext.redis_cluster import ClusterNodeError
     from skewless.ingest import IngestError
     from skewless.lake import LakeError
 
     try:
         return fn()
-    except (IngestError, LakeError, ProfileError) as e:
+    except (IngestError, LakeError, ProfileError, ClusterNodeError) as e:
         typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None
 
