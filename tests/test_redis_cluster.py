@@ -337,3 +337,45 @@ def test_master_killed_mid_materialization_then_rerun(deployed):
     _check_spread(cl, rows)
     checked = parity.check(sample=None, p=p)
     assert all(r.ok for r in checked), parity.report(checked)
+
+
+# --- the benchmark's cluster section -------------------------------------------------------------------------------
+
+@pytest.mark.production
+@pytest.mark.slow
+@pytest.mark.skipif(local_cluster.available() is not None, reason=str(local_cluster.available()))
+def test_bench_cluster_section_compares_with_the_same_clusters_ceiling(tmp_path):
+    """``skewless bench``'s Redis Cluster section at the quick size: it starts its own cluster, the ceiling and the
+    streaming engine leave the same hashes spread over every master, and the report states the ratio. Equality only,
+    never timing (the ratio is reported, not asserted)."""
+    from dataclasses import asdict
+
+    from skewless.bench import QUICK, report
+    from skewless.bench.runner import Bench
+
+    lines: list[str] = []
+    # No single-Redis section here: the Redis arguments are not used by the cluster section.
+    b = Bench(QUICK, tmp_path / "work", "127.0.0.1", 1, 0, 2, 12_000, 900, lines.append)
+    b.results["run"] = {"sizes": asdict(QUICK)}
+    b.prepare()
+    b.cluster_materialization()
+    c = b.results["cluster"]
+    entities = b.results["data"]["mat"]["entities"]
+    assert c["masters"] == 3 and c["entities"] == entities
+    for key in ("ceiling", "skewless"):
+        assert [r["outcome"]["ok"] for r in c[key]["runs"]] == [True, True], c[key]
+        for r in c[key]["runs"]:
+            spread = r["digest"]["keys_per_master"]
+            assert sum(spread) == r["digest"]["keys"] == entities and all(n > 0 for n in spread), spread
+    assert c["identical"] is True and c["same_as_single_redis"] is None
+    s = report.summary(b.results)
+    goal = s["goals"]["cluster_materialization"]
+    assert goal["share_of_ceiling"] > 0 and goal["masters"] == 3
+    text = "\n".join(report.cluster_section(b.results, s))
+    assert "## Materialization into a Redis Cluster" in text and "| skewless: StreamingComputeEngine" in text
+    assert "Every run left the same cluster state: yes" in text
+
+    skipped = Bench(QUICK, tmp_path / "work", "127.0.0.1", 1, 0, 1, 12_000, 900, lines.append, cluster=False)
+    skipped.results["data"] = b.results["data"]
+    skipped.cluster_materialization()
+    assert skipped.results["cluster"] == {"skipped": "not asked for (--no-cluster)"}

@@ -426,6 +426,8 @@ def bench(
     = None,
     cap_gb: Annotated[float, typer.Option(help="RSS cap per path: stock Feast above it is stopped (DNF).")] = 12.0,
     timeout: Annotated[float, typer.Option(help="Seconds per path before it is stopped (DNF).")] = 900.0,
+    cluster: Annotated[bool, typer.Option(help="Also materialize into a 3-master Redis Cluster started on free "
+                                               "loopback ports (needs redis-server and redis-cli).")] = True,
 ) -> None:
     """Benchmark skewless's Feast extensions against stock Feast and the raw DuckDB/Redis limits."""
     from skewless import bench as stage
@@ -440,7 +442,7 @@ def bench(
     command = "skewless bench" + (" --quick" if quick else "")
     try:
         _, files = stage.run(quick, work, out_dir, host, int(port), redis_db, repeats, cap_gb, timeout,
-                             echo=lambda m: typer.echo(m, err=True), command=command)
+                             echo=lambda m: typer.echo(m, err=True), command=command, cluster=cluster)
     except BenchError as e:
         typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None
