@@ -379,3 +379,76 @@ def test_bench_cluster_section_compares_with_the_same_clusters_ceiling(tmp_path)
     skipped.results["data"] = b.results["data"]
     skipped.cluster_materialization()
     assert skipped.results["cluster"] == {"skipped": "not asked for (--no-cluster)"}
+
+
+# --- the cluster writer byte for byte against Feast's own, with Feast's write rule ----------------------------------
+
+def _view():
+    from feast import Entity, FeatureView, Field, FileSource
+    from feast.types import Float64, Int64, String
+    from feast.value_type import ValueType
+
+    repo = Entity(name="repo", join_keys=["repo"], value_type=ValueType.STRING)
+    return FeatureView(name="cluster_check", entities=[repo], ttl=None,
+                       schema=[Field(name="repo", dtype=String), Field(name="n", dtype=Int64),
+                               Field(name="x", dtype=Float64)],
+                       source=FileSource(path="unused.parquet", timestamp_field="event_timestamp"))
+
+
+def _batch(names: list[str], day: int, seed: int):
+    from datetime import datetime, timezone
+
+    import pyarrow as pa
+
+    return pa.RecordBatch.from_pydict({
+        "repo": names,
+        "n": pa.array([None if i % 17 == 0 else i * seed for i in range(len(names))], pa.int64()),
+        "x": pa.array([None if i % 13 == 0 else i / seed for i in range(len(names))], pa.float64()),
+        "event_timestamp": pa.array([datetime(2026, 8, day, tzinfo=timezone.utc)] * len(names),
+                                    pa.timestamp("us", tz="UTC")),
+    })
+
+
+@pytest.mark.production
+@pytest.mark.skipif(local_cluster.available() is not None, reason=str(local_cluster.available()))
+@pytest.mark.parametrize("skip_dedup, ttl", [(True, None), (False, None), (False, 3600)],
+                         ids=["skip_dedup", "feast_write_rule", "key_ttl"])
+def test_cluster_writer_writes_what_feast_writes(tmp_path, skip_dedup, ttl):
+    """ClusterHashWriter (batches split by master) against Feast's RedisOnlineStore.online_write_batch on the same
+    cluster, under two project names: every hash equal field for field, after a first load, an older batch (Feast's
+    rule skips it unless skip_dedup) and a newer one."""
+    from feast.infra.online_stores.redis import RedisOnlineStore, RedisOnlineStoreConfig
+    from feast.utils import _convert_arrow_to_proto
+
+    from skewless.feast_ext import redis_cluster, redis_format
+
+    fv = _view()
+    types = {e.name: e.dtype.to_value_type() for e in fv.entity_columns}
+    names = [f"owner{i}/repo-{i}" for i in range(600)] + ["{tagged}/repo", "a{b}c/x"]  # hash-tag syntax too
+    with local_cluster.LocalCluster(tmp_path / "c") as cl:
+        store_cfg = RedisOnlineStoreConfig(redis_type="redis_cluster",
+                                           connection_string=config.parse_redis(cl.url).connection_string,
+                                           skip_dedup=skip_dedup, key_ttl_seconds=ttl)
+
+        def cfg(project: str):
+            return SimpleNamespace(project=project, entity_key_serialization_version=3, online_store=store_cfg,
+                                   registry=SimpleNamespace(enable_online_feature_view_versioning=False))
+
+        client, stock = cl.client(), RedisOnlineStore()
+        for day, seed in ((10, 3), (9, 5), (11, 7)):  # a load, an older batch, a newer one
+            batch = _batch(names, day, seed)
+            writer = redis_cluster.ClusterHashWriter(client, cfg("ours"), fv, types, "event_timestamp")
+            for part in (batch.slice(0, 250), batch.slice(250)):
+                writer.write(part)
+            writer.close()
+            stock.online_write_batch(cfg("theirs"), fv, _convert_arrow_to_proto(batch, fv, types), None)
+            ours = redis_format.entity_keys(batch, types, "ours").to_pylist()
+            theirs = redis_format.entity_keys(batch, types, "theirs").to_pylist()
+            for a, b in zip(ours, theirs):
+                assert client.hgetall(a) == client.hgetall(b), (a, b)
+                if ttl:
+                    assert 0 < client.ttl(a) <= ttl
+            spread = cl.keys_per_node()
+            assert sum(spread.values()) == 2 * len(names) and all(n > 0 for n in spread.values()), spread
+        stored = redis_format.timestamp_nanos(client.hget(ours[0], b"_ts:cluster_check"))
+        assert stored // 86_400_000_000_000 == (_batch(names, 11, 1).column("event_timestamp")[0].value // 86_400_000_000)
