@@ -452,3 +452,60 @@ def test_cluster_writer_writes_what_feast_writes(tmp_path, skip_dedup, ttl):
             assert sum(spread.values()) == 2 * len(names) and all(n > 0 for n in spread.values()), spread
         stored = redis_format.timestamp_nanos(client.hget(ours[0], b"_ts:cluster_check"))
         assert stored // 86_400_000_000_000 == (_batch(names, 11, 1).column("event_timestamp")[0].value // 86_400_000_000)
+
+
+@pytest.mark.production
+@pytest.mark.skipif(local_cluster.available() is not None, reason=str(local_cluster.available()))
+def test_reads_follow_a_slot_that_moved_and_name_a_master_that_is_gone(tmp_path):
+    """Online reads route by the slot map the client loaded. A slot migrated to another master afterwards (MOVED) is
+    followed: the map is reloaded and the read sent once more, with the right values. A master that is gone ends the
+    read with ClusterNodeError naming it."""
+    from feast.infra.online_stores.redis import RedisOnlineStoreConfig
+
+    from skewless.feast_ext import redis_cluster, redis_format
+
+    fv = _view()
+    types = {e.name: e.dtype.to_value_type() for e in fv.entity_columns}
+    names = [f"owner{i}/repo-{i}" for i in range(300)]
+    with local_cluster.LocalCluster(tmp_path / "c") as cl:
+        store_cfg = RedisOnlineStoreConfig(redis_type="redis_cluster",
+                                           connection_string=config.parse_redis(cl.url).connection_string,
+                                           skip_dedup=True)
+        cfg = SimpleNamespace(project="p", entity_key_serialization_version=3, online_store=store_cfg,
+                              registry=SimpleNamespace(enable_online_feature_view_versioning=False))
+        client = cl.client()
+        batch = _batch(names, 10, 3)
+        writer = redis_cluster.ClusterHashWriter(client, cfg, fv, types, "event_timestamp")
+        writer.write(batch)
+        writer.close()
+        keys = redis_format.entity_keys(batch, types, "p").to_pylist()
+        fields = [b"_ts:cluster_check"]
+        commands = [(k, fields) for k in keys]
+        owner = SimpleNamespace()
+        want = [[client.hget(k, fields[0])] for k in keys]
+        assert redis_cluster.read_hash_fields(owner, client, commands) == want
+
+        # migrate the slot of keys[0] (and every key of that slot) to another master, behind the client's back
+        slot = int(redis_cluster.key_slots([keys[0]])[0])
+        src = client.get_node_from_key(keys[0])
+        dst = next(p for p in cl.ports if p != src.port)
+        ids = {p: cl.node(p).execute_command("CLUSTER", "MYID").decode() for p in cl.ports}
+        a, b = cl.node(src.port), cl.node(dst)
+        b.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", ids[src.port])
+        a.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", ids[dst])
+        moving = [k for k in keys if int(redis_cluster.key_slots([k])[0]) == slot]
+        a.execute_command("MIGRATE", "127.0.0.1", dst, "", 0, 5000, "KEYS", *moving)
+        for p in cl.ports:
+            cl.node(p).execute_command("CLUSTER", "SETSLOT", slot, "NODE", ids[dst])
+        assert a.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) == 0
+        assert client.nodes_manager.get_node_from_slot(slot).port == src.port  # the client's map is stale
+        assert redis_cluster.read_hash_fields(owner, client, commands) == want
+        assert client.nodes_manager.get_node_from_slot(slot).port == dst
+
+        gone = cl.ports[2]
+        cl.kill(gone)
+        if any(client.nodes_manager.get_node_from_slot(int(s)).port == gone for s in redis_cluster.key_slots(keys)):
+            with pytest.raises(redis_cluster.ClusterNodeError, match=f"master 127.0.0.1:{gone} failed while reading"):
+                redis_cluster.read_hash_fields(owner, client, commands)
+        else:  # pragma: no cover - 300 keys always reach every master
+            pytest.fail("no key on the killed master")

@@ -10,7 +10,8 @@ skewless writes and the other way round (``tests/test_redis_cluster.py`` checks 
   grouped by master, and every group written by the single-Redis :class:`~skewless.feast_ext.materialize.RedisHashWriter`
   on a connection of its own to that master: pre-encoded pipelines, several masters working at once.
 * Reads (:func:`read_hash_fields`): the HMGETs of one call grouped by master, every group sent as one pre-encoded
-  pipeline before any reply is read, replies parsed by hiredis and put back in the caller's order.
+  pipeline before any reply is read, replies parsed by hiredis and put back in the caller's order; a read that meets
+  moved slots reloads the slot map and is sent once more.
 
 A master that fails (connection refused or cut, ``CLUSTERDOWN``) or slots that move (``MOVED``/``ASK`` during a
 resharding or failover) end the call with :class:`ClusterNodeError`, which names the master and what to do. Writes
@@ -234,19 +235,20 @@ class _NodeFailure(Exception):
 def read_hash_fields(owner: Any, client: Any, commands: List[Tuple[bytes, List[Union[str, bytes]]]]
                      ) -> List[List[Optional[bytes]]]:
     """One HMGET reply per ``(key, fields)``, in order: one pre-encoded pipeline per master, all sent before any
-    reply is read. A stale kept connection is retried once on a fresh one (reads are idempotent); then a failing
-    master raises :class:`ClusterNodeError` naming it."""
+    reply is read. Reads are idempotent, so a stale kept connection is retried once on a fresh one, and slots that
+    moved (``MOVED``/``ASK``: a resharding or failover) once after reloading the slot map; then a failing master
+    raises :class:`ClusterNodeError` naming it."""
     import redis
 
     for attempt in (1, 2):
         try:
             return _read(owner, client, commands)
         except _NodeFailure as f:
-            stale = isinstance(f.cause, (redis.ConnectionError, ConnectionError))
-            if attempt == 1 and stale:
+            moved = isinstance(f.cause, redis.ResponseError) and _moved(str(f.cause))
+            if moved:
+                client.nodes_manager.initialize()  # route by the cluster's new slot map
+            if attempt == 1 and (moved or isinstance(f.cause, (redis.ConnectionError, ConnectionError))):
                 continue
-            if isinstance(f.cause, redis.ResponseError) and _moved(str(f.cause)):
-                client.nodes_manager.initialize()  # the next read routes by the cluster's new slot map
             raise node_error(f.node, "reading online features", f.cause) from f.cause
     raise AssertionError("unreachable")
 
