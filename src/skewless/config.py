@@ -130,8 +130,9 @@ def parse_redis(value: str) -> RedisTarget:
     if not nodes:
         raise ProfileError(f"SKEWLESS_REDIS={value!r} names no host:port")
     if redis_type == "redis" and len(nodes) > 1:
+        listed = ",".join(f"{h}:{p}" for h, p in nodes)
         raise ProfileError(f"SKEWLESS_REDIS={value!r} names {len(nodes)} servers; one Redis takes one host:port "
-                           f"(for a Redis Cluster write {REDIS_CLUSTER_SCHEME}{','.join(f'{h}:{p}' for h, p in nodes)})")
+                           f"(for a Redis Cluster write {REDIS_CLUSTER_SCHEME}{listed})")
     if redis_type == "redis_cluster":
         for item in params:
             k, v = (s.strip() for s in item.split("=", 1))

@@ -18,10 +18,11 @@ writes it in one call — memory grows with the table (9 GB for 1M entities). Th
 
 For Redis (``RedisOnlineStore``, single node, Sentinel or Redis Cluster) a batch is encoded column-wise in Feast's
 exact Redis format (:mod:`skewless.feast_ext.redis_format`) and sent as one pipelined buffer (in a cluster: one per
-master, the rows split by their key's hash slot, :mod:`skewless.feast_ext.redis_cluster`), with Feast's write rule: a row is
-skipped when the stored ``_ts`` of its entity is newer or equal (unless ``skip_dedup``). Writes are idempotent, so a
-killed run re-run over the same interval ends in the same state. Any other online store receives each batch through
-its own ``online_write_batch``; any other view goes to Feast's :class:`LocalComputeEngine`, which this extends.
+master, the rows split by their key's hash slot, :mod:`skewless.feast_ext.redis_cluster`), with Feast's write rule: a
+row is skipped when the stored ``_ts`` of its entity is newer or equal (unless ``skip_dedup``). Writes are
+idempotent, so a killed run re-run over the same interval ends in the same state. Any other online store receives
+each batch through its own ``online_write_batch``; any other view goes to Feast's :class:`LocalComputeEngine`, which
+this extends.
 """
 
 from __future__ import annotations
@@ -320,7 +321,8 @@ class RedisHashWriter:
 
     def write(self, batch: pa.RecordBatch, keys: Optional[pa.BinaryArray] = None) -> None:
         """Queue one batch (rows with unique entity keys, as ``pull_latest`` returns them); ``keys``: the batch's
-        Redis keys when the caller computed them already (:class:`~skewless.feast_ext.redis_cluster.ClusterHashWriter`)."""
+        Redis keys when the caller computed them already
+        (:class:`~skewless.feast_ext.redis_cluster.ClusterHashWriter`)."""
         if batch.num_rows == 0:
             return
         if keys is None:

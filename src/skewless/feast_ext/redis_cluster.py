@@ -7,8 +7,9 @@ master serving that slot. So Feast's stock ``RedisOnlineStore`` with ``redis_typ
 skewless writes and the other way round (``tests/test_redis_cluster.py`` checks both directions).
 
 * Writes (:class:`ClusterHashWriter`): each batch's keys are encoded column-wise once, their slots computed, the rows
-  grouped by master, and every group written by the single-Redis :class:`~skewless.feast_ext.materialize.RedisHashWriter`
-  on a connection of its own to that master: pre-encoded pipelines, several masters working at once.
+  grouped by master, and every group written by the single-Redis
+  :class:`~skewless.feast_ext.materialize.RedisHashWriter` on a connection of its own to that master: pre-encoded
+  pipelines, sent to each master without waiting for the others' replies.
 * Reads (:func:`read_hash_fields`): the HMGETs of one call grouped by master, every group sent as one pre-encoded
   pipeline before any reply is read, replies parsed by hiredis and put back in the caller's order; a read that meets
   moved slots reloads the slot map and is sent once more.
