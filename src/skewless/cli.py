@@ -52,12 +52,13 @@ def _latest_commit_day() -> date:
 def _run(fn):
     """Turn expected errors into one clear line and exit code 1 (no stack trace for bad input)."""
     from skewless.config import ProfileError
+    from skewless.feast_ext.redis_cluster import ClusterNodeError
     from skewless.ingest import IngestError
     from skewless.lake import LakeError
 
     try:
         return fn()
-    except (IngestError, LakeError, ProfileError) as e:
+    except (IngestError, LakeError, ProfileError, ClusterNodeError) as e:
         typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None
 
@@ -477,6 +478,8 @@ def bench(
     only: Annotated[Optional[str], typer.Option(
         help="Run one section: 'historical' (get_historical_features vs raw DuckDB ASOF JOIN and stock Feast) or "
              "'materialization' (with online reads).")] = None,
+    cluster: Annotated[bool, typer.Option(help="Also materialize into a 3-master Redis Cluster started on free "
+                                               "loopback ports (needs redis-server and redis-cli).")] = True,
 ) -> None:
     """Benchmark skewless's Feast extensions against stock Feast and the raw DuckDB/Redis limits."""
     from skewless import bench as stage
@@ -496,7 +499,7 @@ def bench(
     try:
         _, files = stage.run(quick, work, out_dir, host, int(port), redis_db, repeats, cap_gb, timeout,
                              echo=lambda m: typer.echo(m, err=True), command=command,
-                             sections=(only,) if only else None)
+                             sections=(only,) if only else None, cluster=cluster)
     except BenchError as e:
         typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None

@@ -19,7 +19,12 @@ Environment variables (all optional)
                        (default ``~/.skewless``). Two homes never share state.
 ``SKEWLESS_PG_URL``    production only: SQLAlchemy URL of the PostgreSQL database holding the Iceberg catalog and
                        the Feast registry (default ``postgresql+psycopg://postgres@127.0.0.1:5432/skewless``).
-``SKEWLESS_REDIS``     production only: Feast Redis connection string (default ``127.0.0.1:6379,db=0``).
+``SKEWLESS_REDIS``     production only: the Redis online store (default ``127.0.0.1:6379,db=0``). One Redis:
+                       Feast's connection string ``host:port[,key=value...]``; a Redis Cluster:
+                       ``redis_cluster://host1:port1,host2:port2[,...][,key=value...]`` (any reachable masters; the
+                       rest are discovered). See :func:`parse_redis`. ``skewless env`` derives Feast's ``redis_type``
+                       and connection string from it (``SKEWLESS_REDIS_TYPE``, ``SKEWLESS_REDIS_CONNECTION``, read
+                       by the production yaml, never by skewless).
 ``SKEWLESS_SOURCES``   commit sources the daily DAG ingests: Parquet files or local git repositories, separated by
                        ``os.pathsep`` (default: ``../shared/data/commits/commits.parquet`` beside the project when it
                        exists, else the shipped sample); see :func:`commit_sources`.
@@ -64,6 +69,78 @@ FEATURE_SERVICE_TAG = "feature_service"
 
 class ProfileError(ValueError):
     """The environment names a profile or a setting that skewless cannot use."""
+
+
+#: ``SKEWLESS_REDIS`` prefix selecting a Redis Cluster (Feast's ``redis_type: redis_cluster``).
+REDIS_CLUSTER_SCHEME = "redis_cluster://"
+
+
+@dataclass(frozen=True)
+class RedisTarget:
+    """A parsed ``SKEWLESS_REDIS``: Feast's ``redis_type`` and the parts of its connection string."""
+
+    redis_type: str  # "redis" | "redis_cluster" (Feast's RedisType values)
+    nodes: tuple[tuple[str, int], ...]
+    params: tuple[str, ...]  # "key=value" items, passed by Feast to redis-py
+
+    @property
+    def connection_string(self) -> str:
+        """Feast's ``connection_string`` (``host:port,...,key=value,...``)."""
+        return ",".join([f"{h}:{p}" for h, p in self.nodes] + list(self.params))
+
+    @property
+    def cluster(self) -> bool:
+        return self.redis_type == "redis_cluster"
+
+
+def parse_redis(value: str) -> RedisTarget:
+    """Parse a ``SKEWLESS_REDIS`` value; :class:`ProfileError` naming what is wrong with it.
+
+    * one Redis: ``host:port[,key=value...]`` (Feast's connection string, e.g. ``127.0.0.1:6379,db=0``);
+    * a Redis Cluster: ``redis_cluster://host1:port1[,host2:port2...][,key=value...]``: startup nodes (any
+      reachable ones suffice, redis-py discovers the others) and redis-py options; a cluster has only database 0.
+    """
+    raw = value.strip()
+    redis_type = "redis"
+    body = raw
+    if "://" in raw:
+        scheme = raw.split("://", 1)[0] + "://"
+        if scheme != REDIS_CLUSTER_SCHEME:
+            raise ProfileError(
+                f"SKEWLESS_REDIS={value!r}: {scheme!r} is not understood; use host:port[,key=value...] for one "
+                f"Redis or {REDIS_CLUSTER_SCHEME}host1:port1,host2:port2[,key=value...] for a Redis Cluster")
+        redis_type, body = "redis_cluster", raw[len(REDIS_CLUSTER_SCHEME):]
+    if not body.strip():
+        raise ProfileError(f"SKEWLESS_REDIS={value!r} names no host:port")
+    nodes: list[tuple[str, int]] = []
+    params: list[str] = []
+    for item in body.split(","):
+        item = item.strip()
+        if not item:
+            raise ProfileError(f"SKEWLESS_REDIS={value!r} has an empty item (two commas, or a comma at an end)")
+        if "=" in item:
+            key = item.split("=", 1)[0].strip()
+            if not key:
+                raise ProfileError(f"SKEWLESS_REDIS={value!r}: option {item!r} has no name (key=value)")
+            params.append(item)
+            continue
+        host, sep, port = item.rpartition(":")
+        if not sep or not host or ":" in host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ProfileError(f"SKEWLESS_REDIS={value!r}: {item!r} is not host:port (a port from 1 to 65535) "
+                               "nor a key=value option")
+        nodes.append((host, int(port)))
+    if not nodes:
+        raise ProfileError(f"SKEWLESS_REDIS={value!r} names no host:port")
+    if redis_type == "redis" and len(nodes) > 1:
+        listed = ",".join(f"{h}:{p}" for h, p in nodes)
+        raise ProfileError(f"SKEWLESS_REDIS={value!r} names {len(nodes)} servers; one Redis takes one host:port "
+                           f"(for a Redis Cluster write {REDIS_CLUSTER_SCHEME}{listed})")
+    if redis_type == "redis_cluster":
+        for item in params:
+            k, v = (s.strip() for s in item.split("=", 1))
+            if k == "db" and v != "0":
+                raise ProfileError(f"SKEWLESS_REDIS={value!r}: a Redis Cluster has only database 0, not db={v}")
+    return RedisTarget(redis_type, tuple(nodes), tuple(params))
 
 
 @dataclass(frozen=True)
@@ -116,7 +193,16 @@ class Profile:
         if self.name == "production":
             env["SKEWLESS_PG_URL"] = self.pg_url or ""
             env["SKEWLESS_REDIS"] = self.redis or ""
+            target = self.redis_target
+            # What the production yaml reads (Feast's redis_type and connection_string), derived, never read back.
+            env["SKEWLESS_REDIS_TYPE"] = target.redis_type if target else "redis"
+            env["SKEWLESS_REDIS_CONNECTION"] = target.connection_string if target else ""
         return env
+
+    @property
+    def redis_target(self) -> RedisTarget | None:
+        """The parsed ``SKEWLESS_REDIS`` of the production profile (None in local)."""
+        return parse_redis(self.redis) if self.redis else None
 
     # --- MLflow ----------------------------------------------------------------------------------------------
     @property
@@ -141,11 +227,13 @@ def profile(environ: Mapping[str, str] | None = None) -> Profile:
         raise ProfileError(f"SKEWLESS_ENGINE={engine!r} is not an engine; choose one of {', '.join(ENGINES)}")
     compute = {"engine": engine, "spark_master": env.get("SKEWLESS_SPARK_MASTER") or DEFAULT_SPARK_MASTER}
     if name == "production":
+        redis = (env.get("SKEWLESS_REDIS") or "").strip() or DEFAULT_REDIS
+        parse_redis(redis)  # a malformed value fails here, naming the problem, not deep inside Feast or redis-py
         return Profile(
             name=name,
             home=home,
             pg_url=env.get("SKEWLESS_PG_URL") or DEFAULT_PG_URL,
-            redis=env.get("SKEWLESS_REDIS") or DEFAULT_REDIS,
+            redis=redis,
             **compute,
         )
     return Profile(name=name, home=home, **compute)

@@ -7,7 +7,9 @@ One run, one process tree, one worker process per measured path (see :mod:`skewl
   ASOF JOIN — times, peak RSS, ratios, and a check that every path returned identical rows;
 * materialization into Redis: :class:`~skewless.feast_ext.materialize.StreamingComputeEngine` vs Feast's local
   engine vs the Redis write ceiling, plus a killed-and-re-run materialization, all compared by Redis state;
-* ``get_online_features`` against raw HMGETs.
+* ``get_online_features`` against raw HMGETs;
+* materialization into a Redis Cluster of three masters the benchmark starts on loopback (when ``redis-server`` and
+  ``redis-cli`` are installed): the streaming engine against the same cluster's raw write ceiling.
 
 Full size: 10M feature rows, 1M entity rows, 1M entities materialized (minutes; stock Feast capped). ``--quick``:
 small sizes, used by ``tests/test_bench.py`` to check that the benchmark works and that all paths agree.
@@ -24,16 +26,16 @@ from skewless.bench.data import FULL, QUICK, Sizes
 def run(quick: bool, workdir: Path, out_dir: Path, redis_host: str = "127.0.0.1", redis_port: int = 6379,
         redis_db: int = 4, repeats: int | None = None, cap_gb: float = 12.0, timeout_s: float = 900.0,
         echo: Callable[[str], None] = print, command: str = "skewless bench",
-        sizes: Sizes | None = None, sections: tuple[str, ...] | None = None
+        sizes: Sizes | None = None, sections: tuple[str, ...] | None = None, cluster: bool = True
         ) -> tuple[dict[str, Any], dict[str, Path]]:
-    """Run the benchmark (every section, or only ``sections``); returns the results and the report files written
-    into ``out_dir``."""
+    """Run the benchmark (every section, or only ``sections``; ``cluster``: the Redis Cluster part of the
+    materialization section too); returns the results and the report files written into ``out_dir``."""
     from skewless.bench import report
     from skewless.bench.runner import SECTIONS, Bench
 
     chosen = sizes or (QUICK if quick else FULL)
     bench = Bench(chosen, workdir, redis_host, redis_port, redis_db, repeats or (1 if quick else 3),
-                  cap_gb * 1000, timeout_s, echo)
+                  cap_gb * 1000, timeout_s, echo, cluster=cluster)
     results = bench.run(sections or SECTIONS)
     files = report.write(results, out_dir, command)
     return results, files

@@ -68,6 +68,20 @@ def summary(results: dict[str, Any]) -> dict[str, Any]:
                 "met": share >= GOALS["mat_share"] and sk_rss <= GOALS["mat_rss_mb"]
                 and bool(m["identical"].get("kill_rerun")),
             }
+    c = results.get("cluster")
+    if c and "skipped" not in c:
+        def crate(key: str) -> Optional[float]:
+            o = c[key]["outcome"]
+            return o["result"]["rows"] / o["result"]["seconds"] if o["ok"] else None
+
+        s["cluster"] = {"ceiling": crate("ceiling"), "skewless": crate("skewless")}
+        if s["cluster"]["ceiling"] and s["cluster"]["skewless"]:
+            share = s["cluster"]["skewless"] / s["cluster"]["ceiling"]
+            s["goals"]["cluster_materialization"] = {
+                "share_of_ceiling": share, "masters": c["masters"], "identical": c["identical"],
+                "same_as_single_redis": c["same_as_single_redis"],
+                "met": share >= GOALS["mat_share"] and bool(c["identical"]),
+            }
     on = results.get("online")
     if on and on["ok"]:
         r = on["result"]
@@ -81,6 +95,53 @@ def summary(results: dict[str, Any]) -> dict[str, Any]:
 
 def _f(x: Optional[float], fmt: str = "{:.2f}") -> str:
     return "–" if x is None else fmt.format(x)
+
+
+def cluster_section(results: dict[str, Any], s: dict[str, Any]) -> list[str]:
+    """The Markdown lines of the Redis Cluster materialization (none when the section did not run)."""
+    c = results.get("cluster")
+    if not c:
+        return []
+    lines: list[str] = []
+    lines += ["## Materialization into a Redis Cluster", ""]
+    if "skipped" in c:
+        lines += [f"Skipped: {c['skipped']}.", ""]
+    else:
+        sc = s.get("cluster", {})
+        ceiling = sc.get("ceiling")
+        lines += [
+            f"The same {c['entities']:,} entities x {c['features']} features into a Redis Cluster of "
+            f"{c['masters']} masters that the benchmark started on loopback (same machine, no replicas, no "
+            "persistence), with `SKEWLESS_REDIS=redis_cluster://...` settings (`redis_type: redis_cluster`). "
+            "Ceiling: the same hashes pre-encoded and grouped by master before timing, then pipelined to every "
+            "master at once, one pipeline in flight per master. Runs alternated, best of each. Redis CPU: all "
+            "masters. Same state: digest of every hash over all masters.",
+            "",
+            "| path | time (s) | rows/s | share of ceiling | client CPU (s) | Redis CPU (s) | peak RSS (MB) |"
+            " keys per master | same state |",
+            "|---|---:|---:|---:|---:|---:|---:|---|---|",
+        ]
+        for key, label in (("ceiling", "ceiling: pre-encoded HSET pipelined per master"),
+                           ("skewless", "skewless: StreamingComputeEngine into the cluster")):
+            o = c[key]["outcome"]
+            if not o["ok"]:
+                lines.append(f"| {label} | did not finish: {o['error']} | | | | | | | |")
+                continue
+            r = sc[key]
+            runs = c[key]["runs"]
+            rss = max(x["outcome"]["peak_rss_mb"] for x in runs)
+            best_of = f" (best of {len(runs)})" if len(runs) > 1 else ""
+            spread = (c[key]["digest"] or {}).get("keys_per_master")
+            lines.append(f"| {label} | {o['result']['seconds']:.2f}{best_of} | {r:,.0f} | "
+                         f"{_f(r / ceiling if ceiling else None, '{:.0%}')} | {o['result']['cpu_seconds']:.1f} | "
+                         f"{_f(o['result'].get('redis_cpu_seconds'), '{:.1f}')} | {rss:.0f} | "
+                         f"{', '.join(f'{n:,}' for n in spread) if spread else '–'} | "
+                         f"{'yes' if c['identical'] else 'NO'} |")
+        same = c["same_as_single_redis"]
+        lines += ["", "Every run left the same cluster state: " + ("yes" if c["identical"] else "NO") +
+                  "; the same hashes as the single-Redis skewless run: " +
+                  ("yes" if same else "NO" if same is False else "not compared") + ".", ""]
+    return lines
 
 
 def markdown(results: dict[str, Any], command: str) -> str:
@@ -184,6 +245,7 @@ def markdown(results: dict[str, Any], command: str) -> str:
             lines.append(f"| {b} | {f['p50_ms']:.2f} / {f['p99_ms']:.2f} | {w['p50_ms']:.3f} / {w['p99_ms']:.3f} | "
                          f"{f['p99_ms'] / w['p99_ms']:.1f} |")
         lines.append("")
+    lines += cluster_section(results, s)
     lines += ["## Goals", ""]
     if run["sizes"]["name"] != "full":
         lines += ["(Quick sizes: fixed costs dominate, so these checks are indicative only; the goals are defined "
@@ -200,6 +262,11 @@ def markdown(results: dict[str, Any], command: str) -> str:
         lines.append(f"- materialization: {x['share_of_ceiling']:.0%} of the Redis write ceiling (goal >= 50%), "
                      f"peak RSS {x['peak_rss_mb']:.0f} MB (goal <= 1000), kill and re-run safe: "
                      f"{x['kill_rerun_identical']}: **{'met' if x['met'] else 'NOT met'}**")
+    x = g.get("cluster_materialization")
+    if x:
+        lines.append(f"- materialization into a Redis Cluster ({x['masters']} masters): {x['share_of_ceiling']:.0%} of "
+                     f"the same cluster's write ceiling (the single-Redis goal, >= 50%), identical states: "
+                     f"{x['identical']}: **{'met' if x['met'] else 'NOT met'}**")
     x = g.get("online")
     if x:
         def verdict(ok: bool) -> str:

@@ -15,6 +15,9 @@ materialization into Redis
     ``kill-rerun`` the skewless path killed part-way, then run again: must end in the same Redis state.
 online reads
     ``get_online_features`` of the feature service against raw HMGETs of the same hashes.
+materialization into a Redis Cluster (three masters started by the benchmark, when redis-server is installed)
+    ``ceiling``   the same hashes, pre-encoded, grouped by master, pipelined to every master at once;
+    ``skewless``  ``FeatureStore.materialize`` with the streaming engine into that cluster.
 
 Retrieval results are compared row by row; Redis states are compared by a digest of every hash.
 """
@@ -156,7 +159,8 @@ def _yaml(workdir: Path, name: str, offline: str, engine: Any = None, redis: Opt
         # The production profile's online store, settings included (feature_store.production.yaml): Feast's Redis
         # store with TTL-aware reads, every materialized row written (skip_dedup). Stock and skewless share it.
         prod = yaml.safe_load((config.FEATURE_REPO / "feature_store.production.yaml").read_text())["online_store"]
-        base["online_store"] = {**prod, "connection_string": redis}
+        target = config.parse_redis(redis)
+        base["online_store"] = {**prod, "redis_type": target.redis_type, "connection_string": target.connection_string}
     path = workdir / "yaml" / f"{name}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(base, sort_keys=False))
@@ -165,6 +169,27 @@ def _yaml(workdir: Path, name: str, offline: str, engine: Any = None, redis: Opt
 
 def redis_digest(client: Any) -> dict[str, Any]:
     """Number of keys and a digest of every hash (key, sorted fields and values) of a Redis database."""
+    import hashlib
+
+    per_key = _hash_digests(client)
+    return {"keys": len(per_key), "digest": hashlib.sha1(b"".join(sorted(per_key))).hexdigest()}
+
+
+def cluster_digest(nodes: list[Any]) -> dict[str, Any]:
+    """:func:`redis_digest` over every master of a cluster (equal to it for the same hashes on one Redis), with the
+    number of keys per master."""
+    import hashlib
+
+    per_key, spread = [], []
+    for node in nodes:
+        d = _hash_digests(node)
+        spread.append(len(d))
+        per_key += d
+    return {"keys": len(per_key), "digest": hashlib.sha1(b"".join(sorted(per_key))).hexdigest(),
+            "keys_per_master": spread}
+
+
+def _hash_digests(client: Any) -> list[bytes]:
     import hashlib
 
     keys = list(client.scan_iter(count=10_000))
@@ -179,7 +204,7 @@ def redis_digest(client: Any) -> dict[str, Any]:
             for f in sorted(h):
                 m.update(b"\x00" + f + b"\x01" + h[f])
             per_key.append(m.digest())
-    return {"keys": len(keys), "digest": hashlib.sha1(b"".join(sorted(per_key))).hexdigest()}
+    return per_key
 
 
 def _same_frames(paths: dict[str, Path]) -> dict[str, Any]:
@@ -216,8 +241,10 @@ class Bench:
     """One benchmark run (see the module docstring); :meth:`run` returns the results dictionary."""
 
     def __init__(self, sizes: Sizes, workdir: Path, redis_host: str, redis_port: int, redis_db: int,
-                 repeats: int, cap_mb: float, timeout_s: float, echo: Callable[[str], None]) -> None:
+                 repeats: int, cap_mb: float, timeout_s: float, echo: Callable[[str], None],
+                 cluster: bool = True) -> None:
         self.sizes = sizes
+        self.with_cluster = cluster
         self.workdir = workdir
         self.redis = (redis_host, redis_port, redis_db)
         self.repeats = repeats
@@ -391,6 +418,70 @@ class Bench:
         out["identical"] = identical
         self.results["materialization"] = out
 
+    def cluster_materialization(self) -> None:
+        """The streaming engine into a Redis Cluster of three masters started here (loopback, no persistence)
+        against that cluster's raw write ceiling (pre-encoded HSETs pipelined to every master at once), measured in
+        the same run, alternated, best of each; states compared by digest. Skipped, with the reason in the results,
+        without redis-server/redis-cli or with ``cluster=False``."""
+        from skewless.bench import cluster as local_cluster
+
+        why = "not asked for (--no-cluster)" if not self.with_cluster else local_cluster.available()
+        if why:
+            self.echo(f"Redis Cluster materialization: skipped ({why})")
+            self.results["cluster"] = {"skipped": why}
+            return
+        w, mat = self.workdir, self.results["data"]["mat"]
+        meta = mat["views"][MAT_VIEW]
+        import shutil
+
+        shutil.rmtree(w / "cluster", ignore_errors=True)
+        cl = local_cluster.LocalCluster(w / "cluster").start()
+        try:
+            nodes = [cl.node(p) for p in cl.ports]
+            engine = {"type": STREAMING, "batch_size": self.sizes.mat_batch_size}
+            yaml_path = _yaml(w, "mat_cluster", OFFLINE["skewless"], engine, cl.url)
+            start = datetime.fromisoformat(mat["first"]) - timedelta(days=1)
+            end = datetime.fromisoformat(mat["last"]) + timedelta(days=1)
+            base = {"task": "materialize", "view": MAT_VIEW, "start": start.isoformat(), "end": end.isoformat(),
+                    "entities": mat["entities"], "yaml": str(yaml_path)}
+            ceiling_spec = {"task": "ceiling", "variant": "cluster", "cluster": cl.url, "view": MAT_VIEW,
+                            "entity": meta["entity"], "table": f"{config.FEATURES_NAMESPACE}.{MAT_VIEW}",
+                            "yaml": str(yaml_path)}
+            self.echo(f"Redis Cluster materialization: {mat['entities']:,} entities x {len(meta['features'])} "
+                      f"features into {len(cl.ports)} masters ({cl.url})")
+
+            def run(label: str, spec: dict[str, Any]) -> tuple[Outcome, Optional[dict[str, Any]]]:
+                before = [n.info("cpu") for n in nodes]
+                o = self.runner.run(label, spec, w / "mat")
+                after = [n.info("cpu") for n in nodes]
+                o.result["redis_cpu_seconds"] = sum(a[k] - b[k] for a, b in zip(after, before)
+                                                    for k in ("used_cpu_user", "used_cpu_sys"))
+                d = cluster_digest(nodes) if o.ok else None
+                if d:
+                    self.echo(f"  cluster state after {label}: {d['keys']:,} keys {d['keys_per_master']}, "
+                              f"digest {d['digest'][:12]}")
+                cl.flush()
+                return o, d
+
+            runs: dict[str, list[tuple[Outcome, Optional[dict[str, Any]]]]] = {"ceiling": [], "skewless": []}
+            for rep in range(self.repeats):  # alternated: the machine's load changes by the minute
+                runs["ceiling"].append(run(f"cluster ceiling #{rep + 1}", ceiling_spec))
+                runs["skewless"].append(run(f"cluster materialize skewless #{rep + 1}", base))
+        finally:
+            cl.stop()
+        out: dict[str, Any] = {"masters": len(cl.ports), "entities": mat["entities"],
+                               "features": len(meta["features"])}
+        for key, r in runs.items():
+            ok = [(o, d) for o, d in r if o.ok]
+            best, best_digest = min(ok, key=lambda od: od[0].result["seconds"]) if ok else r[0]
+            out[key] = {"outcome": asdict(best), "digest": best_digest,
+                        "runs": [{"outcome": asdict(o), "digest": d} for o, d in r]}
+        states = {d["digest"] for r in runs.values() for _, d in r if d}
+        single = ((self.results.get("materialization") or {}).get("skewless") or {}).get("digest") or {}
+        out["identical"] = len(states) == 1 and all(d for r in runs.values() for _, d in r)
+        out["same_as_single_redis"] = (states == {single["digest"]}) if single.get("digest") and states else None
+        self.results["cluster"] = out
+
     def online(self, base: dict[str, Any], yaml_path: Path, entity: str) -> None:
         """get_online_features of the model's feature service against raw HMGETs (its view materialized first,
         untimed, by the streaming engine; Redis flushed afterwards)."""
@@ -439,6 +530,7 @@ class Bench:
             self.historical()
         if "materialization" in sections:
             self.materialization()
+            self.cluster_materialization()
         self.results["run"]["finished"] = datetime.now(timezone.utc).isoformat()
         self.results["run"]["load_after"] = os.getloadavg()
         return self.results

@@ -16,11 +16,13 @@ writes it in one call — memory grows with the table (9 GB for 1M entities). Th
    pushed-down Iceberg scan deduplicated in DuckDB) and reads the result as a stream of record batches;
 2. writes each batch and drops it: memory is bounded by ``batch_size``, not by the table.
 
-For Redis (``RedisOnlineStore``, single node or Sentinel) a batch is encoded column-wise in Feast's exact Redis
-format (:mod:`skewless.feast_ext.redis_format`) and sent as one pipelined buffer, with Feast's write rule: a row is
-skipped when the stored ``_ts`` of its entity is newer or equal (unless ``skip_dedup``). Writes are idempotent, so a
-killed run re-run over the same interval ends in the same state. Any other online store receives each batch through
-its own ``online_write_batch``; any other view goes to Feast's :class:`LocalComputeEngine`, which this extends.
+For Redis (``RedisOnlineStore``, single node, Sentinel or Redis Cluster) a batch is encoded column-wise in Feast's
+exact Redis format (:mod:`skewless.feast_ext.redis_format`) and sent as one pipelined buffer (in a cluster: one per
+master, the rows split by their key's hash slot, :mod:`skewless.feast_ext.redis_cluster`), with Feast's write rule: a
+row is skipped when the stored ``_ts`` of its entity is newer or equal (unless ``skip_dedup``). Writes are
+idempotent, so a killed run re-run over the same interval ends in the same state. Any other online store receives
+each batch through its own ``online_write_batch``; any other view goes to Feast's :class:`LocalComputeEngine`, which
+this extends.
 """
 
 from __future__ import annotations
@@ -150,9 +152,14 @@ class StreamingComputeEngine(LocalComputeEngine):
         join_key_types = {e.name: e.dtype.to_value_type() for e in fv.entity_columns}
         store, cfg = self.online_store, self.repo_config.online_store
         # Only where writes are Feast's own (a subclass overriding online_write_batch keeps its own writes).
-        if (isinstance(store, RedisOnlineStore) and cfg.redis_type != RedisType.redis_cluster
+        if (isinstance(store, RedisOnlineStore)
                 and type(store).online_write_batch is RedisOnlineStore.online_write_batch
                 and redis_format.supports_keys(join_key_types, self.repo_config.entity_key_serialization_version)):
+            if cfg.redis_type == RedisType.redis_cluster:
+                from skewless.feast_ext import redis_cluster
+
+                return redis_cluster.ClusterHashWriter(
+                    redis_cluster.cluster_client(store, cfg), self.repo_config, fv, join_key_types, ts_column)
             return RedisHashWriter(store._get_client(cfg), self.repo_config, fv, join_key_types, ts_column)
         return FeastWriter(store, self.repo_config, fv, join_key_types)
 
@@ -312,15 +319,15 @@ class RedisHashWriter:
         self.written = 0
         self.skipped = 0
 
-    def write(self, batch: pa.RecordBatch) -> None:
-        """Queue one batch (rows with unique entity keys, as ``pull_latest`` returns them)."""
+    def write(self, batch: pa.RecordBatch, keys: Optional[pa.BinaryArray] = None) -> None:
+        """Queue one batch (rows with unique entity keys, as ``pull_latest`` returns them); ``keys``: the batch's
+        Redis keys when the caller computed them already
+        (:class:`~skewless.feast_ext.redis_cluster.ClusterHashWriter`)."""
         if batch.num_rows == 0:
             return
-        missing = [c for c in list(self.join_key_types) + [self.ts_column] + [f for f, _ in self.features]
-                   if c not in batch.schema.names]
-        if missing:
-            raise ValueError(f"materialization batch lacks column(s) {missing}; it has {batch.schema.names}")
-        keys = redis_format.entity_keys(batch, self.join_key_types, self.project)
+        if keys is None:
+            self.check_columns(batch)
+            keys = redis_format.entity_keys(batch, self.join_key_types, self.project)
         if self.skip_dedup:
             self._hset(batch, keys)
             self._skip_to(self._sent - 2 * batch.num_rows * self.replies_per_row)  # keep about one batch in flight
@@ -329,6 +336,12 @@ class RedisHashWriter:
         if self._waiting is not None:
             self._finish(*self._waiting)
         self._waiting = (batch, keys, offset)
+
+    def check_columns(self, batch: pa.RecordBatch) -> None:
+        missing = [c for c in list(self.join_key_types) + [self.ts_column] + [f for f, _ in self.features]
+                   if c not in batch.schema.names]
+        if missing:
+            raise ValueError(f"materialization batch lacks column(s) {missing}; it has {batch.schema.names}")
 
     def close(self) -> None:
         """Write the last batch, read every reply (raising if Redis refused a write), release the connection."""

@@ -155,7 +155,8 @@ class TtlRedisOnlineStore(TtlOnlineReadMixin, RedisOnlineStore):
     Reads send their HMGETs as one pre-encoded pipeline whose replies hiredis parses off the socket
     (:func:`skewless.feast_ext.materialize.pipeline`, the materialization engine's connection handling) instead of
     redis-py's per-command pipeline, on a connection each reading thread keeps; the replies are the same lists of
-    bytes/None. Redis Cluster and Sentinel, the GLIDE client and RESP3 connections keep Feast's read.
+    bytes/None. In a Redis Cluster the HMGETs are grouped by master, one pipeline each
+    (:mod:`skewless.feast_ext.redis_cluster`). Sentinel, the GLIDE client and RESP3 connections keep Feast's read.
     """
 
     def _read_hash_fields(self, config: RepoConfig, commands: List[Tuple[bytes, List[Union[str, bytes]]]]
@@ -163,6 +164,8 @@ class TtlRedisOnlineStore(TtlOnlineReadMixin, RedisOnlineStore):
         from feast.infra.online_stores.redis import RedisClient, RedisType
 
         store = config.online_store
+        if store.redis_type == RedisType.redis_cluster:
+            return self._read_cluster_hash_fields(config, commands)
         client = self._get_client(store)
         if (store.redis_type != RedisType.redis or store.client != RedisClient.redis
                 or client.connection_pool.connection_kwargs.get("protocol") not in (None, 2, "2")):
@@ -182,6 +185,23 @@ class TtlRedisOnlineStore(TtlOnlineReadMixin, RedisOnlineStore):
             # fresh connection, as the pool's checkout check would have done. Timeouts (redis.TimeoutError, socket
             # timeouts) are not ConnectionErrors and are not retried.
             return pipeline(client, payload, len(commands), conn)
+
+    def _read_cluster_hash_fields(self, config: RepoConfig, commands: List[Tuple[bytes, List[Union[str, bytes]]]]
+                                  ) -> List[List[Optional[bytes]]]:
+        """Redis Cluster: the same pre-encoded HMGETs, one pipeline per master
+        (:func:`skewless.feast_ext.redis_cluster.read_hash_fields`); the GLIDE client and RESP3 keep Feast's read."""
+        from feast.infra.online_stores.redis import RedisClient
+
+        from skewless.feast_ext import redis_cluster
+
+        store = config.online_store
+        client = redis_cluster.cluster_client(self, store)
+        if (store.client != RedisClient.redis
+                or client.nodes_manager.connection_kwargs.get("protocol") not in (None, 2, "2")):
+            return super()._read_hash_fields(config, commands)
+        if not commands:
+            return []
+        return redis_cluster.read_hash_fields(self, client, commands)
 
     def _read_connection(self, client):
         """This thread's read connection: taken from the client's pool once per thread (and process) and kept, which
