@@ -21,11 +21,19 @@ format (:mod:`skewless.feast_ext.redis_format`) and sent as one pipelined buffer
 skipped when the stored ``_ts`` of its entity is newer or equal (unless ``skip_dedup``). Writes are idempotent, so a
 killed run re-run over the same interval ends in the same state. Any other online store receives each batch through
 its own ``online_write_batch``; any other view goes to Feast's :class:`LocalComputeEngine`, which this extends.
+
+A view's first materialization (no interval recorded in the registry) reads from :data:`DATA_START`, whatever
+start Feast chose: the online store holds nothing of the view yet, and a value holds until the entity's next row
+however old it is. Without this, plain ``feast materialize-incremental`` on a view without TTL starts "1 year
+before the current time" and leaves out every entity whose last row is older, for good (later runs start at the
+previous end).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Iterable, Literal, Optional
 
 import numpy as np
@@ -51,6 +59,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: Where a view's first materialization starts: before any event time.
+DATA_START = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
 
 class StreamingComputeEngineConfig(LocalComputeEngineConfig):
     """Configuration of :class:`StreamingComputeEngine`."""
@@ -61,6 +72,18 @@ class StreamingComputeEngineConfig(LocalComputeEngineConfig):
 
     batch_size: int = 50_000
     """Rows per write batch: bounds the engine's memory."""
+
+
+def complete_first_load(task: MaterializationTask) -> MaterializationTask:
+    """The task, starting at :data:`DATA_START` when the registry records no materialization of its view yet."""
+    fv = task.feature_view
+    start = task.start_time if task.start_time.tzinfo else task.start_time.replace(tzinfo=timezone.utc)
+    if fv.materialization_intervals or start <= DATA_START:
+        return task
+    # Feast prints its chosen start just before; say on the same channel that the first load is complete.
+    print(f"{fv.name}: first materialization, loading from the beginning of the data ({DATA_START:%Y-%m-%d}), "
+          f"not from {task.start_time:%Y-%m-%d}")
+    return dataclasses.replace(task, start_time=DATA_START)
 
 
 def not_streamable(task: MaterializationTask) -> Optional[str]:
@@ -96,6 +119,7 @@ class StreamingComputeEngine(LocalComputeEngine):
 
     def _materialize_one(self, registry: BaseRegistry, task: MaterializationTask,
                          **kwargs: Any) -> LocalMaterializationJob:
+        task = complete_first_load(task)
         reason = not_streamable(task)
         if reason is not None:
             log.info("materializing %s with Feast's local engine: %s", task.feature_view.name, reason)
