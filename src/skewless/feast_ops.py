@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Iterator
 
-from skewless import features, lake
+from skewless import features, lake, terminal
 from skewless.config import FEATURE_REPO, FEATURES_NAMESPACE, Profile, activate, profile
 
 if TYPE_CHECKING:
@@ -185,8 +185,9 @@ def materialize(until: date, p: Profile | None = None) -> list[MaterializeResult
         if last_end is not None and _online_lost(store, fv, table, last_end):
             start = EPOCH
         if start < end:
-            log.info("materializing %s [%s, %s)", fv.name, start, end)
-            store.materialize(start_date=start, end_date=end, feature_views=[fv.name])
+            log.info("materializing %s [%s, %s]", fv.name, start, end)
+            with terminal.library_output():  # Feast's own "Materializing ..." lines: the result says it
+                store.materialize(start_date=start, end_date=end, feature_views=[fv.name])
             results.append(MaterializeResult(fv.name, start, end))
         if end >= _materialize_end(built[fv.name]):
             # Everything this snapshot holds is now online: later restatements are measured from here.

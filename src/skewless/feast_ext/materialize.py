@@ -47,6 +47,7 @@ from feast.infra.registry.base_registry import BaseRegistry
 from feast.stream_feature_view import StreamFeatureView
 from feast.value_type import ValueType
 
+from skewless import terminal
 from skewless.feast_ext import redis_format
 
 try:  # hiredis comes with feast[redis]; without it replies go through redis-py
@@ -156,16 +157,18 @@ class StreamingComputeEngine(LocalComputeEngine):
         mapping = dict(fv.batch_source.field_mapping or {})
         writer = self._writer(fv, mapping.get(ts_col, ts_col))
         rows = 0
-        try:
-            for batch in batches:
-                if mapping:
-                    batch = batch.rename_columns([mapping.get(c, c) for c in batch.schema.names])
-                writer.write(batch)
-                rows += batch.num_rows
-        except BaseException:
-            writer.abort()
-            raise
-        writer.close()
+        with terminal.progress(desc=f"materializing {fv.name}", unit=" rows") as bar:
+            try:
+                for batch in batches:
+                    if mapping:
+                        batch = batch.rename_columns([mapping.get(c, c) for c in batch.schema.names])
+                    writer.write(batch)
+                    rows += batch.num_rows
+                    bar.update(batch.num_rows)
+            except BaseException:
+                writer.abort()
+                raise
+            writer.close()
         return rows
 
     def _writer(self, fv: FeatureView, ts_column: str) -> "RedisHashWriter | FeastWriter":
