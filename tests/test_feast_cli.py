@@ -20,8 +20,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -62,6 +63,21 @@ print(json.dumps({
     "data_sources": {s.name: text(s.to_proto()) for s in store.list_data_sources()},
 }, sort_keys=True).replace(str(profile().home), "<HOME>"))  # the catalog paths of the sources are the home's own
 """
+
+
+@pytest.mark.parametrize("end, day", [
+    (datetime(2026, 8, 15), DAY),  # `feast materialize-incremental 2026-08-15`: naive midnight, inclusive
+    (datetime(2026, 8, 15, tzinfo=timezone.utc), DAY),
+    (datetime(2026, 8, 15, 23, 59, 59, 999999, tzinfo=timezone.utc), DAY),  # `skewless materialize --until`
+    (datetime(2026, 8, 16, 1, 30, tzinfo=timezone(timedelta(hours=2))), DAY),  # 2026-08-15 23:30 UTC
+])
+def test_materialized_through_reads_the_end_bound_as_inclusive(end, day):
+    from skewless import freshness, parity, skew
+    from skewless.features import day_start
+
+    fv = SimpleNamespace(most_recent_end_time=end)
+    assert freshness.materialized_through(fv) == day
+    assert parity._as_of(fv) == skew.online_as_of(fv) == day_start(day)
 
 
 def _env(home: Path) -> dict[str, str]:
