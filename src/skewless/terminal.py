@@ -5,8 +5,10 @@
 - a stream that is not a terminal (a pipe, a file, CI) gets no ANSI escape codes: Feast writes colours into its
   messages unconditionally, so such streams are wrapped in :class:`PlainText`, which drops the codes;
 - without ``--verbose``: log records below WARNING are dropped (MLflow's own handler too, through
-  ``MLFLOW_LOGGING_LEVEL``) and warnings raised in third-party code are ignored (skewless's own still show;
-  ``python -W``/``PYTHONWARNINGS`` win);
+  ``MLFLOW_LOGGING_LEVEL``) and warnings raised in third-party code are not shown (skewless's own still are;
+  ``python -W``/``PYTHONWARNINGS`` win). Libraries add their own filters at import time (one of the serving stack
+  puts "once" for every DeprecationWarning first), so the filters are backed by :func:`warnings.showwarning`,
+  which only shows warnings attributed to the project's own files;
 - :func:`library_output` swallows what a library prints on stdout/stderr while it works (Feast's "Materializing
   ..." lines, MLflow's "Successfully registered model ..."), unless ``--verbose``; if the block fails, what was
   swallowed is written to stderr so the failure keeps its context;
@@ -22,12 +24,16 @@ import os
 import re
 import sys
 import warnings
+from pathlib import Path
 from typing import Any, Iterator, TextIO
 
 #: CSI sequences (colours, cursor moves) and the two-character escapes.
 ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
 #: Modules whose warnings always show (everything else is library noise without --verbose).
 OWN_MODULES = r"(skewless|serving|training|monitoring|dags)(\.|$)"
+
+#: Top-level folders of the project whose warnings are shown without --verbose.
+OWN_DIRS = ("src", "serving", "training", "monitoring", "dags")
 
 _verbose = False
 
@@ -81,6 +87,28 @@ def configure(verbose: bool = False) -> None:
     if not sys.warnoptions:
         warnings.filterwarnings("ignore")
         warnings.filterwarnings("default", module=OWN_MODULES)
+        if not getattr(warnings.showwarning, "own_only", False):
+            warnings.showwarning = _own_warnings_only(warnings.showwarning)
+
+
+def is_own_file(filename: str) -> bool:
+    """Whether ``filename`` is project code (``src/``, ``serving/``, ``training/``, ``monitoring/``, ``dags/``)."""
+    from skewless.config import PROJECT_ROOT
+
+    try:
+        parts = Path(filename).resolve().relative_to(PROJECT_ROOT.resolve()).parts
+    except (ValueError, OSError):
+        return False
+    return bool(parts) and parts[0] in OWN_DIRS
+
+
+def _own_warnings_only(show):
+    def showwarning(message, category, filename, lineno, file=None, line=None):
+        if is_own_file(filename):
+            show(message, category, filename, lineno, file, line)
+
+    showwarning.own_only = True
+    return showwarning
 
 
 @contextlib.contextmanager
