@@ -239,12 +239,15 @@ class NextWeekCommitsPredictor(kserve.Model):
         self._as_of_checked = -float("inf")
 
     # --- readiness ---------------------------------------------------------------------------------------------
-    def load(self) -> bool:
-        """Load (or re-check) everything the predictor needs; set ``ready`` and ``not_ready_reason``."""
+    def load(self, progress: Callable[[str], None] | None = None) -> bool:
+        """Load (or re-check) everything the predictor needs; set ``ready`` and ``not_ready_reason``.
+
+        ``progress`` receives one line per loading step (``skewless serve`` prints them while it starts).
+        """
         with self._load_lock:
             self._last_attempt = time.monotonic()
             try:
-                self._load()
+                self._load(progress or (lambda _: None))
             except NotReady as e:
                 self.ready, self.not_ready_reason = False, str(e)
                 log.warning("model %s not ready: %s", self.name, e)
@@ -255,14 +258,16 @@ class NextWeekCommitsPredictor(kserve.Model):
                          f" — DRILL skew {self.skew}" if self.skew else "")
             return self.ready
 
-    def _load(self) -> None:
+    def _load(self, progress: Callable[[str], None]) -> None:
         from feast.errors import FeastObjectNotFoundException
 
+        progress(f"reading model {self.name!r} from the MLflow registry ...")
         mv = self._model_version()
         fs_name = (mv.tags or {}).get(FEATURE_SERVICE_TAG)
         if not fs_name:
             raise NotReady(f"model {self.name!r} version {mv.version} has no {FEATURE_SERVICE_TAG!r} tag naming "
                            "the feature service it was trained on; tag the version (training does this)")
+        progress(f"opening the Feast registry: feature service {fs_name!r} of version {mv.version} ...")
         if self.store is None:
             from skewless.feast_ops import feature_store
 
@@ -286,6 +291,7 @@ class NextWeekCommitsPredictor(kserve.Model):
             raise NotReady(f"feature service {fs_name!r} has join keys {sorted(keys)}; this predictor serves "
                            "services keyed by one entity")
         (key,) = keys
+        progress(f"loading model {self.name!r} version {mv.version} ...")
         model = self._load_model(mv)
         expected = getattr(model, "feature_names_in_", None)
         columns = list(expected) if expected is not None else names
@@ -293,6 +299,7 @@ class NextWeekCommitsPredictor(kserve.Model):
         if missing:
             raise NotReady(f"model {self.name!r} version {mv.version} expects columns {missing} that feature "
                            f"service {fs_name!r} does not provide (it provides {names})")
+        progress("checking the online store ...")
         try:  # probe the online store through the request path; also warms it up before readiness
             self.reader(self.store, service, [{key: _PROBE_ENTITY}])
         except Exception as e:
@@ -300,6 +307,7 @@ class NextWeekCommitsPredictor(kserve.Model):
         from threadpoolctl import ThreadpoolController
 
         self._threads = self._threads or ThreadpoolController()
+        progress("warming up the model ...")
         # Warms the model's predict path (first calls import and allocate) and checks the fast path against it.
         try:
             with self._threads.limit(limits=1, user_api="openmp"):
@@ -315,8 +323,11 @@ class NextWeekCommitsPredictor(kserve.Model):
         from mlflow import MlflowClient
         from mlflow.exceptions import MlflowException
 
+        from skewless import mlflow_home
+
         uri = self.p.mlflow_tracking_uri
         spec = self.model_version_spec
+        mlflow_home.ensure(self.p)  # a cold start creates the database: its Default experiment in the home too
         try:
             # The registry too, explicitly: MlflowClient otherwise takes the process-global registry URI, which
             # another component (training, in the same process) may have pointed at another store.

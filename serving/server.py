@@ -181,8 +181,18 @@ def uvicorn_server(app, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, acce
     """A uvicorn server for ``app`` (logging left to the host program; access log off unless asked)."""
     import uvicorn
 
-    return uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_config=None, access_log=access_log,
-                                         timeout_keep_alive=65, timeout_graceful_shutdown=10))
+    class Server(uvicorn.Server):
+        """uvicorn's server, calling ``on_started()`` once its sockets listen (None: nothing)."""
+
+        on_started = None
+
+        async def startup(self, sockets=None) -> None:
+            await super().startup(sockets)
+            if self.started and self.on_started is not None:
+                self.on_started()
+
+    return Server(uvicorn.Config(app, host=host, port=port, log_config=None, access_log=access_log,
+                                 timeout_keep_alive=65, timeout_graceful_shutdown=10))
 
 
 def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, model_name: str = DEFAULT_MODEL,
@@ -200,11 +210,14 @@ def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, model_name: str = 
             stack.enter_context(serving_clock(serving_time))
             log.warning("REPLAY: online reads are evaluated at %s, not at the wall clock", serving_time.isoformat())
         model = NextWeekCommitsPredictor(model_name, model_version=model_version, **predictor_options)
-        model.load()
-        state = f"ready: version {model.version}" if model.ready else f"NOT READY: {model.not_ready_reason}"
+        model.load(progress=echo)
+        state = f"version {model.version}" if model.ready else f"NOT READY: {model.not_ready_reason}"
         replay = f"; REPLAY at {serving_time.isoformat()}" if serving_time else ""
-        echo(f"serving model {model_name} on http://{host}:{port} ({state}{replay})")
-        uvicorn_server(build_app([model]), host, port, access_log).run()
+        echo(f"starting the HTTP server on {host}:{port} ...")
+        server = uvicorn_server(build_app([model]), host, port, access_log)
+        server.on_started = lambda: echo(f"{'ready' if model.ready else 'serving'} on http://{host}:{port} "
+                                         f"(model {model_name} {state}{replay})")
+        server.run()
 
 
 class BackgroundServer:

@@ -169,7 +169,10 @@ def mlflow_session(p: Profile) -> Iterator[tuple[Any, Any, str]]:
     import mlflow
     from mlflow.tracking import MlflowClient
 
+    from skewless import mlflow_home
+
     p.home.mkdir(parents=True, exist_ok=True)
+    mlflow_home.ensure(p)  # before MLflow creates the database with its Default experiment in ./mlruns
     uri = p.mlflow_tracking_uri
     saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     mlflow.set_tracking_uri(uri)

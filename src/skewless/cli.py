@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -64,9 +63,13 @@ def _run(fn):
 
 
 @app.callback()
-def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+def _main(verbose: Annotated[bool, typer.Option(
+        "--verbose", "-v", help="Show what the libraries (Feast, MLflow, KServe) log, print and warn.")] = False,
+) -> None:
+    from skewless import terminal
     from skewless.config import activate
+
+    terminal.configure(verbose)
 
     _run(activate)
 
@@ -294,6 +297,7 @@ def serve(
         except ValueError:
             raise typer.BadParameter(f"--serving-time {serving_time!r} is not an ISO 8601 time") from None
         at = at.replace(tzinfo=timezone.utc) if at.tzinfo is None else at.astimezone(timezone.utc)
+    typer.echo("loading KServe, MLflow and Feast ...", err=True)  # the imports alone take seconds
     from serving import server
 
     try:

@@ -14,7 +14,7 @@ def run(source: Path, echo: Callable[[str], None] = print) -> bool:
     """Run the pipeline on ``source`` and print historical rows, online rows and parity. True if parity holds."""
     import pyarrow.compute as pc
 
-    from skewless import feast_ops, features, ingest, lake, parity
+    from skewless import feast_ops, features, ingest, lake, parity, terminal
     from skewless.config import profile
 
     p = profile()
@@ -29,7 +29,8 @@ def run(source: Path, echo: Callable[[str], None] = print) -> bool:
     day = pc.max(commits["committed_at"]).as_py().date()
     for r in features.build(day, p):
         step(str(r))
-    feast_ops.apply(p)
+    with terminal.library_output():  # Feast's "Applying changes ..." lines
+        feast_ops.apply(p)
     step("feast apply: registered entities, sources, views and services")
     for r in feast_ops.materialize(day, p):
         step(str(r))
@@ -52,7 +53,8 @@ def run(source: Path, echo: Callable[[str], None] = print) -> bool:
 
     from training import train
 
-    trained = train.train(p=p)
+    with terminal.library_output(stderr=True):  # MLflow's "Successfully registered model ..." lines
+        trained = train.train(p=p)
     echo(f"\nTrained next_week_commits through Feast: MLflow run {trained.run_id}, registered version "
          f"{trained.model_version} (evaluation weeks from {trained.cutoff:%Y-%m-%d}):")
     echo(train.metrics_table(trained.metrics))

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Iterator
 
-from skewless import features, lake
+from skewless import features, lake, terminal
 from skewless.config import FEATURE_REPO, FEATURES_NAMESPACE, Profile, activate, profile
 
 if TYPE_CHECKING:
@@ -100,7 +100,7 @@ class MaterializeResult:
 ONLINE_SNAPSHOT = "skewless.online-snapshot"
 
 
-def _restart_day(table, p: Profile) -> datetime | None:
+def restart_day(table, p: Profile) -> datetime | None:
     """The earliest event day written by builds after the snapshot the online store was last loaded from.
 
     A build that restates older rows (late commits) records the earliest day it wrote in its snapshot summary;
@@ -180,13 +180,14 @@ def materialize(until: date, p: Profile | None = None) -> list[MaterializeResult
         last_end = fv.most_recent_end_time
         if last_end is not None and last_end.tzinfo is None:
             last_end = last_end.replace(tzinfo=timezone.utc)
-        restart = _restart_day(table, p) if last_end else None
+        restart = restart_day(table, p) if last_end else None
         start = EPOCH if last_end is None else min(last_end, restart or last_end)
         if last_end is not None and _online_lost(store, fv, table, last_end):
             start = EPOCH
         if start < end:
-            log.info("materializing %s [%s, %s)", fv.name, start, end)
-            store.materialize(start_date=start, end_date=end, feature_views=[fv.name])
+            log.info("materializing %s [%s, %s]", fv.name, start, end)
+            with terminal.library_output():  # Feast's own "Materializing ..." lines: the result says it
+                store.materialize(start_date=start, end_date=end, feature_views=[fv.name])
             results.append(MaterializeResult(fv.name, start, end))
         if end >= _materialize_end(built[fv.name]):
             # Everything this snapshot holds is now online: later restatements are measured from here.

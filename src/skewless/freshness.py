@@ -21,7 +21,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timezone
 from typing import TYPE_CHECKING, Iterable, Mapping
 
 from skewless import features, lake
@@ -169,11 +169,16 @@ def _utc(ts: datetime) -> datetime:
 
 
 def materialized_through(fv: "FeatureView") -> date | None:
-    """The last UTC day whose rows Feast materialized for ``fv`` (its inclusive end bound, floored to the day)."""
+    """The last UTC day whose rows Feast materialized for ``fv``: its end bound floored to the day.
+
+    Feast's end bound is inclusive and rows are stamped at 00:00 UTC of their day, so any end on day D loads D's
+    row: ``feast materialize-incremental 2026-08-15`` (midnight) and ``skewless materialize --until 2026-08-15``
+    (the day's last microsecond) both hold 2026-08-15.
+    """
     end = fv.most_recent_end_time
     if end is None:
         return None
-    return (_utc(end) - timedelta(microseconds=1)).date()
+    return _utc(end).astimezone(timezone.utc).date()
 
 
 def _table_def(name: str) -> features.FeatureTable:

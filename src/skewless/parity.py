@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 
 import pandas as pd
 
@@ -47,12 +47,11 @@ def _same(a, b) -> bool:
 
 
 def _as_of(fv) -> datetime | None:
-    """The UTC day the online store holds for a view: the day before its materialized end."""
-    end = fv.most_recent_end_time
-    if end is None:
-        return None
-    end = end if end.tzinfo else end.replace(tzinfo=timezone.utc)
-    return (end - timedelta(microseconds=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    """00:00 UTC of the day the online store holds for a view (:func:`skewless.freshness.materialized_through`)."""
+    from skewless.freshness import materialized_through
+
+    day = materialized_through(fv)
+    return None if day is None else features.day_start(day)
 
 
 def check(sample: int | None = 200, seed: int = 0, p: Profile | None = None, store=None,

@@ -124,11 +124,11 @@ def view_features(features) -> dict[str, list[str]]:
 
 def online_as_of(fv) -> datetime | None:
     """The UTC day edge D the online store holds for a view (the day of its materialized end), or None."""
-    end = fv.most_recent_end_time
-    if end is None:
-        return None
-    end = end if end.tzinfo else end.replace(tzinfo=timezone.utc)
-    return (end - timedelta(microseconds=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    from skewless.features import day_start
+    from skewless.freshness import materialized_through
+
+    day = materialized_through(fv)
+    return None if day is None else day_start(day)
 
 
 def _serving_now() -> datetime:

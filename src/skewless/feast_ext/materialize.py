@@ -23,11 +23,25 @@ row is skipped when the stored ``_ts`` of its entity is newer or equal (unless `
 idempotent, so a killed run re-run over the same interval ends in the same state. Any other online store receives
 each batch through its own ``online_write_batch``; any other view goes to Feast's :class:`LocalComputeEngine`, which
 this extends.
+
+A view's first materialization (no interval recorded in the registry) reads from :data:`DATA_START`, whatever
+start Feast chose: the online store holds nothing of the view yet, and a value holds until the entity's next row
+however old it is. Without this, plain ``feast materialize-incremental`` on a view without TTL starts "1 year
+before the current time" and leaves out every entity whose last row is older, for good (later runs start at the
+previous end).
+
+For a feature table that ``skewless features build`` writes (an Iceberg table with ``skewless.built-through``),
+an incremental run also starts early enough to reload the rows that builds restated since the online store's last
+load (late commits; :func:`skewless.feast_ops.restart_day`), and a load through the built day records the snapshot
+it read (``skewless.online-snapshot.<profile>``): plain ``feast materialize-incremental`` keeps the online store
+as ``skewless materialize`` does.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from datetime import date, datetime, timezone
 from typing import TYPE_CHECKING, Any, Iterable, Literal, Optional
 
 import numpy as np
@@ -41,6 +55,7 @@ from feast.infra.registry.base_registry import BaseRegistry
 from feast.stream_feature_view import StreamFeatureView
 from feast.value_type import ValueType
 
+from skewless import terminal
 from skewless.feast_ext import redis_format
 
 try:  # hiredis comes with feast[redis]; without it replies go through redis-py
@@ -53,6 +68,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: Where a view's first materialization starts: before any event time.
+DATA_START = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
 
 class StreamingComputeEngineConfig(LocalComputeEngineConfig):
     """Configuration of :class:`StreamingComputeEngine`."""
@@ -63,6 +81,62 @@ class StreamingComputeEngineConfig(LocalComputeEngineConfig):
 
     batch_size: int = 50_000
     """Rows per write batch: bounds the engine's memory."""
+
+
+def complete_first_load(task: MaterializationTask) -> MaterializationTask:
+    """The task, starting at :data:`DATA_START` when the registry records no materialization of its view yet."""
+    fv = task.feature_view
+    start = task.start_time if task.start_time.tzinfo else task.start_time.replace(tzinfo=timezone.utc)
+    if fv.materialization_intervals or start <= DATA_START:
+        return task
+    # Feast prints its chosen start just before; say on the same channel that the first load is complete.
+    print(f"{fv.name}: first materialization, loading from the beginning of the data ({DATA_START:%Y-%m-%d}), "
+          f"not from {task.start_time:%Y-%m-%d}")
+    return dataclasses.replace(task, start_time=DATA_START)
+
+
+def built_table(fv: Any) -> Any:
+    """The Iceberg table behind ``fv`` if ``skewless features build`` writes it (None: any other source)."""
+    from feast.infra.data_sources.contrib.iceberg_catalog.iceberg_source import IcebergSource
+
+    from skewless import features
+    from skewless.feast_ext import iceberg_scan
+
+    if not isinstance(getattr(fv, "batch_source", None), IcebergSource):
+        return None
+    table = iceberg_scan.load_table(fv.batch_source)
+    return table if features.BUILT_THROUGH in table.properties else None
+
+
+def reload_restated(task: MaterializationTask, table: Any) -> MaterializationTask:
+    """The task, starting early enough to reload what builds restated since the last load of the online store."""
+    from skewless.config import profile
+    from skewless.feast_ops import restart_day
+
+    fv = task.feature_view
+    if not fv.materialization_intervals:
+        return task  # a first load starts at DATA_START anyway
+    restart = restart_day(table, profile())
+    start = task.start_time if task.start_time.tzinfo else task.start_time.replace(tzinfo=timezone.utc)
+    if restart is None or restart >= start:
+        return task
+    print(f"{fv.name}: builds since the last load restated rows from {restart:%Y-%m-%d}; reloading from there")
+    return dataclasses.replace(task, start_time=restart)
+
+
+def record_online_snapshot(table: Any, snapshot: int | None, end: datetime) -> None:
+    """Record ``snapshot`` as what the online store was loaded from, if the load reached the table's built day."""
+    from skewless import features
+    from skewless.config import profile
+    from skewless.feast_ops import ONLINE_SNAPSHOT
+
+    built = table.properties.get(features.BUILT_THROUGH)
+    end = end if end.tzinfo else end.replace(tzinfo=timezone.utc)
+    if snapshot is None or not built or end.astimezone(timezone.utc).date() < date.fromisoformat(built):
+        return  # the end bound is inclusive: any end on the built day loaded that day's rows
+    table = table.refresh()  # a build may have committed meanwhile; its restatements are after `snapshot`
+    with table.transaction() as tx:
+        tx.set_properties({f"{ONLINE_SNAPSHOT}.{profile().name}": str(snapshot)})
 
 
 def not_streamable(task: MaterializationTask) -> Optional[str]:
@@ -98,6 +172,19 @@ class StreamingComputeEngine(LocalComputeEngine):
 
     def _materialize_one(self, registry: BaseRegistry, task: MaterializationTask,
                          **kwargs: Any) -> LocalMaterializationJob:
+        task = complete_first_load(task)
+        table = built_table(task.feature_view)
+        snapshot = None
+        if table is not None:
+            task = reload_restated(task, table)
+            current = table.current_snapshot()
+            snapshot = current.snapshot_id if current else None
+        job = self._load(registry, task, **kwargs)
+        if table is not None and job.status() == MaterializationJobStatus.SUCCEEDED:
+            record_online_snapshot(table, snapshot, task.end_time)
+        return job
+
+    def _load(self, registry: BaseRegistry, task: MaterializationTask, **kwargs: Any) -> LocalMaterializationJob:
         reason = not_streamable(task)
         if reason is not None:
             log.info("materializing %s with Feast's local engine: %s", task.feature_view.name, reason)
@@ -134,16 +221,18 @@ class StreamingComputeEngine(LocalComputeEngine):
         mapping = dict(fv.batch_source.field_mapping or {})
         writer = self._writer(fv, mapping.get(ts_col, ts_col))
         rows = 0
-        try:
-            for batch in batches:
-                if mapping:
-                    batch = batch.rename_columns([mapping.get(c, c) for c in batch.schema.names])
-                writer.write(batch)
-                rows += batch.num_rows
-        except BaseException:
-            writer.abort()
-            raise
-        writer.close()
+        with terminal.progress(desc=f"materializing {fv.name}", unit=" rows") as bar:
+            try:
+                for batch in batches:
+                    if mapping:
+                        batch = batch.rename_columns([mapping.get(c, c) for c in batch.schema.names])
+                    writer.write(batch)
+                    rows += batch.num_rows
+                    bar.update(batch.num_rows)
+            except BaseException:
+                writer.abort()
+                raise
+            writer.close()
         return rows
 
     def _writer(self, fv: FeatureView, ts_column: str) -> "RedisHashWriter | FeastWriter":
