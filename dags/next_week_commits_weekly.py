@@ -16,7 +16,9 @@ feature run of Monday night has materialized):
 
 Re-running a week trains on the same labeled weeks (bounded by the interval, never by the clock) and promotes at
 most once: the second candidate is not better than the first, now registered. Backfill is not meaningful for a
-model (only the newest model matters): trigger one run, `airflow dags trigger next_week_commits_weekly`.
+model (only the newest model matters): trigger one run,
+`airflow dags trigger next_week_commits_weekly --logical-date "$(date -u +%FT%TZ)"` (Airflow 3 gives it the latest
+complete week; a run triggered without a logical date has no data interval, and the tasks refuse it).
 
 Training code lives in `training/` (one module per stage); the DAG only calls it.
 """

@@ -9,5 +9,7 @@ def interval_day(data_interval_end: datetime | None) -> date:
     """The UTC day of a run's data-interval end: the day a daily run builds and materializes through (its rows use
     only commits before it), and the last day whose data a weekly training run may use. Never ``now()``."""
     if data_interval_end is None:
-        raise ValueError("this run has no data interval; trigger it with a logical date (the day it processes)")
+        # Airflow 3 gives a run triggered without a logical date no interval; with one, the latest complete interval
+        # at trigger time (not the interval of that date: a past day is re-run by clearing or backfilling it).
+        raise ValueError("this run has no data interval; trigger it with a logical date, or backfill the day")
     return data_interval_end.astimezone(timezone.utc).date()

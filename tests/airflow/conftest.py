@@ -51,3 +51,10 @@ def airflow_db():
     if _AIRFLOW_HOME is not None:
         shutil.rmtree(_AIRFLOW_HOME, ignore_errors=True)
 
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Each phase's report on the test item (``item.rep_call``), for fixtures that print diagnostics on failure."""
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, f"rep_{rep.when}", rep)
