@@ -4,7 +4,7 @@
 Each run is a transaction over its **data interval** `[data_interval_start, data_interval_end)`, one UTC day, and
 never reads the clock for data:
 
-1. **ingest_commits**: `skewless.ingest.ingest(config.commit_sources())`: the sources of `SKEWLESS_SOURCES`
+1. **ingest_commits**: `skewless.lake.ingest.ingest(config.commit_sources())`: the sources of `SKEWLESS_SOURCES`
    (Parquet files or git repositories, `os.pathsep`-separated; default: the shared data set, else the shipped
    sample). Keyed by `(repo, sha)`: commits already stored are skipped.
 2. **build_features**: `skewless.features.build(until=D)` with **D = the UTC day of `data_interval_end`**. The
@@ -12,10 +12,10 @@ never reads the clock for data:
    i.e. exactly the interval's commits and everything before: it is the first row the interval completes. (The
    row of the interval's start day was already complete after the previous interval, and a row of a later day
    would need commits the interval has not seen.) Commits ingested after their day restate the rows they touch.
-3. **register_features**: `skewless.feast_ops.apply()` (`feast apply`; a no-op when the definitions did not change).
-4. **materialize_online**: `skewless.feast_ops.materialize(until=D)`: loads rows with event time up to D into the
+3. **register_features**: `skewless.ops.feast_ops.apply()` (`feast apply`; a no-op when the definitions did not change).
+4. **materialize_online**: `skewless.ops.feast_ops.materialize(until=D)`: loads rows with event time up to D into the
    online store, incrementally; then records the success time for monitoring.
-5. **check_parity**: `skewless.parity.check()`: online values against point-in-time offline values; the result is
+5. **check_parity**: `skewless.ops.parity.check()`: online values against point-in-time offline values; the result is
    recorded for monitoring, and any mismatch fails the task.
 6. **publish_metrics** (runs even when an earlier task failed): writes the Prometheus metrics of
    `monitoring.exporter` once, to `$SKEWLESS_HOME/monitoring/skewless.prom` (node_exporter textfile), and logs them.
@@ -40,7 +40,7 @@ days, not for the first load. `airflow dags test commits_features_daily 2026-08-
 (`dag.test()`; its logical date is taken as the run time, so that runs the interval `[08-20, 08-21)`).
 Tests: `tests/airflow/` (see `dags/README.md`).
 
-Profile and resources come from `skewless.config.profile()` (`SKEWLESS_ENV`, `SKEWLESS_HOME`, ...) in the worker's
+Profile and resources come from `skewless.core.config.profile()` (`SKEWLESS_ENV`, `SKEWLESS_HOME`, ...) in the worker's
 environment.
 """
 
@@ -72,7 +72,8 @@ with DAG(
     @task
     def ingest_commits() -> dict:
         """Append the new commits of the configured sources to abukix.commits."""
-        from skewless import config, ingest
+        from skewless.core import config
+        from skewless.lake import ingest
 
         sources = config.commit_sources()
         result = ingest.ingest(sources)
@@ -83,7 +84,7 @@ with DAG(
     def build_features(data_interval_end: datetime | None = None) -> str:
         """Build every feature table through the interval's feature day."""
         from skewless import features
-        from skewless.schedule import interval_day
+        from skewless.core.days import interval_day
 
         day = interval_day(data_interval_end)
         for r in features.build(day, progress=print):
@@ -93,14 +94,14 @@ with DAG(
     @task
     def register_features() -> None:
         """Register the feature repository (feast apply with the profile's yaml)."""
-        from skewless import feast_ops
+        from skewless.ops import feast_ops
 
         feast_ops.apply()
 
     @task
     def materialize_online(day: str) -> list[str]:
         """Load the online store through the feature day, then record the success for monitoring."""
-        from skewless import feast_ops, freshness
+        from skewless.ops import feast_ops, freshness
 
         results = feast_ops.materialize(date.fromisoformat(day))
         freshness.record_materialization()
@@ -112,7 +113,7 @@ with DAG(
     def check_parity() -> dict:
         """Compare online with point-in-time offline values; record the result; fail on any mismatch."""
         from airflow.sdk.exceptions import AirflowFailException
-        from skewless import freshness, parity
+        from skewless.ops import freshness, parity
 
         results = parity.check()
         freshness.record_parity(results)

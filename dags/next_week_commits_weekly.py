@@ -51,7 +51,7 @@ with DAG(
     @task
     def train_candidate(data_interval_end: datetime | None = None) -> dict:
         """Train and log a candidate model on the weeks labeled by the interval end (not registered)."""
-        from skewless.schedule import interval_day
+        from skewless.core.days import interval_day
         from training import train
 
         result = train.train(until=interval_day(data_interval_end), register=False)

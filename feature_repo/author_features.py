@@ -6,7 +6,7 @@ from feast import FeatureView
 
 from entities import author
 from skewless.feast_ext.schema import fields_of
-from skewless.features import AUTHOR_ACTIVITY
+from skewless.features.definitions import AUTHOR_ACTIVITY
 from sources import author_activity_source
 
 author_activity_fv = FeatureView(

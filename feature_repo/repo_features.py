@@ -6,7 +6,7 @@ from feast import FeatureView
 
 from entities import repo
 from skewless.feast_ext.schema import fields_of
-from skewless.features import REPO_ACTIVITY
+from skewless.features.definitions import REPO_ACTIVITY
 from sources import repo_activity_source
 
 repo_activity_fv = FeatureView(

@@ -1,11 +1,11 @@
 """Iceberg sources: the feature tables that `skewless features build` writes.
 
-The catalog location comes from the active profile (skewless.config.profile), never from this file.
+The catalog location comes from the active profile (skewless.core.config.profile), never from this file.
 """
 
-from skewless.config import FEATURES_NAMESPACE, profile
+from skewless.core.config import FEATURES_NAMESPACE, profile
 from skewless.feast_ext.sources import DefinedIcebergSource
-from skewless.features import AUTHOR_ACTIVITY, REPO_ACTIVITY
+from skewless.features.definitions import AUTHOR_ACTIVITY, REPO_ACTIVITY
 
 _profile = profile()
 _catalog = _profile.catalog_properties()

@@ -1,6 +1,6 @@
 """Prometheus exporter of feature freshness, materialization and parity, per feature view.
 
-Every scrape reads the state afresh through :class:`skewless.freshness.FreshnessReader`: the event time of the
+Every scrape reads the state afresh through :class:`skewless.ops.freshness.FreshnessReader`: the event time of the
 newest value in the ONLINE store (not when a job ran: Feast's own gauge measures that), the offline build and
 online materialization marks, the last recorded materialization and parity check, and the freshness SLO each view
 declares in its tags (exported too, so alert rules read objectives from the same source as the code).
@@ -25,12 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
-from skewless.config import Profile, profile
+from skewless.core.config import Profile, profile
+from skewless.core.errors import SkewlessError
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
 
-    from skewless.freshness import FreshnessReader, ViewStatus
+    from skewless.ops.freshness import FreshnessReader, ViewStatus
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ DEFAULT_HOST = "127.0.0.1"
 VIEW_LABELS = ("project", "feature_view")
 
 
-class ExporterError(ValueError):
+class ExporterError(SkewlessError, ValueError):
     """The exporter was asked for something it cannot do (the message says what)."""
 
 Samples = Callable[["ViewStatus"], list[tuple[tuple[str, ...], float]]]
@@ -142,7 +143,7 @@ class SkewlessCollector:
     @property
     def reader(self) -> "FreshnessReader":
         if self._reader is None:
-            from skewless.freshness import FreshnessReader
+            from skewless.ops.freshness import FreshnessReader
 
             self._reader = FreshnessReader(self._profile or profile())
         return self._reader

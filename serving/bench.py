@@ -161,7 +161,7 @@ def start_feast_serve(port: int, log: Path | None = None) -> subprocess.Popen:
     costs one request over a second and, when the replacement closes a keep-alive connection mid-request, a
     connection reset that would abort the measurement; the reference is its best case, without replacements.
     """
-    from skewless.config import FEATURE_REPO, profile
+    from skewless.core.config import FEATURE_REPO, profile
 
     feast = str(Path(sys.executable).with_name("feast"))
     cmd = [feast, "-c", str(FEATURE_REPO), "serve", "-p", str(port), "-w", "1", "--no-access-log",
@@ -183,7 +183,7 @@ def _service_and_key(url: str, repo: str, model_name: str) -> tuple[str, str]:
     import httpx
     from feast import FeatureStore
 
-    from skewless.config import FEATURE_REPO
+    from skewless.core.config import FEATURE_REPO
 
     answer = httpx.post(f"{url}/v1/models/{model_name}:predict", json={"instances": [repo]}, timeout=10).json()
     service = answer["feature_service"]
@@ -226,7 +226,7 @@ def main(
         help="Also time `feast serve` (features only, 1 worker) for the same repositories and service.")] = True,
 ) -> None:
     """Measure and print p50/p90/p99 of one-entity predictions over HTTP (v1 and v2)."""
-    from skewless.config import profile
+    from skewless.core.config import profile
 
     if requests < 10:
         raise typer.BadParameter("--requests must be at least 10")

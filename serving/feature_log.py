@@ -22,7 +22,7 @@ from typing import Iterable
 
 import pandas as pd
 
-from skewless.config import Profile, profile
+from skewless.core.config import Profile, profile
 
 
 def log_dir(p: Profile | None = None) -> Path:

@@ -59,8 +59,9 @@ finally:
 from serving.feature_log import FeatureLog
 from serving.metrics import metrics
 from serving.trees import compile_regressor, probe_rows
-from skewless import skew
-from skewless.config import FEATURE_SERVICE_TAG, Profile, profile
+from skewless.ops import online
+from skewless.core.config import FEATURE_SERVICE_TAG, Profile, profile
+from skewless.core.errors import SkewlessError
 
 if TYPE_CHECKING:
     from feast import FeatureService, FeatureStore
@@ -81,11 +82,11 @@ _PROBE_ENTITY = "__skewless_readiness_probe__"
 _TS = "__ts"  # feast.online_response.TIMESTAMP_POSTFIX
 
 
-class NotReady(RuntimeError):
+class NotReady(SkewlessError, RuntimeError):
     """The predictor cannot serve yet; the message says why and what to run."""
 
 
-class OnlineStoreUnavailable(RuntimeError):
+class OnlineStoreUnavailable(SkewlessError, RuntimeError):
     """The online store did not answer a request (error or deadline); the server maps it to 503."""
 
 
@@ -212,7 +213,7 @@ class NextWeekCommitsPredictor(kserve.Model):
     """
 
     def __init__(self, name: str = DEFAULT_MODEL, *, model_version: str | None = None, p: Profile | None = None,
-                 store: "FeatureStore | None" = None, online_reader: skew.OnlineReader | None = None,
+                 store: "FeatureStore | None" = None, online_reader: online.OnlineReader | None = None,
                  feature_log: bool = True, max_instances: int = MAX_INSTANCES,
                  recheck_seconds: float = RECHECK_SECONDS, fetch_timeout_seconds: float = FETCH_TIMEOUT_SECONDS):
         super().__init__(name)
@@ -221,7 +222,7 @@ class NextWeekCommitsPredictor(kserve.Model):
         self.max_instances = max_instances
         self.recheck_seconds = recheck_seconds
         self.fetch_timeout_seconds = fetch_timeout_seconds
-        self.reader = online_reader if online_reader is not None else skew.reader_from_config()
+        self.reader = online_reader if online_reader is not None else online.reader_from_config()
         self.skew = getattr(self.reader, "skew", None)
         self.feature_log = FeatureLog(name, self.p) if feature_log else None
         self.not_ready_reason: str | None = "not loaded yet"
@@ -269,7 +270,7 @@ class NextWeekCommitsPredictor(kserve.Model):
                            "the feature service it was trained on; tag the version (training does this)")
         progress(f"opening the Feast registry: feature service {fs_name!r} of version {mv.version} ...")
         if self.store is None:
-            from skewless.feast_ops import feature_store
+            from skewless.ops.feast_ops import feature_store
 
             self.store = feature_store(self.p)
         try:
@@ -323,7 +324,7 @@ class NextWeekCommitsPredictor(kserve.Model):
         from mlflow import MlflowClient
         from mlflow.exceptions import MlflowException
 
-        from skewless import mlflow_home
+        from skewless.core import mlflow_home
 
         uri = self.p.mlflow_tracking_uri
         spec = self.model_version_spec
@@ -525,7 +526,7 @@ class NextWeekCommitsPredictor(kserve.Model):
         if now - self._as_of_checked > AS_OF_CACHE_SECONDS:
             days = []
             for proj in self.service.feature_view_projections:
-                d = skew.online_as_of(self.store.get_feature_view(proj.name, allow_registry_cache=True))
+                d = online.online_as_of(self.store.get_feature_view(proj.name, allow_registry_cache=True))
                 days.append(d)
             self._as_of = min(days).date().isoformat() if days and all(days) else None
             self._as_of_checked = now

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from skewless import config
+from skewless.core import config
 from skewless.data import SAMPLE_COMMITS
 
 SAMPLE = SAMPLE_COMMITS

@@ -8,7 +8,7 @@ from typing import Iterator
 
 import pytest
 
-from skewless import config
+from skewless.core import config
 
 
 @contextlib.contextmanager

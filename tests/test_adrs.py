@@ -7,7 +7,7 @@ from datetime import date
 
 import pytest
 
-from skewless.config import PROJECT_ROOT
+from skewless.core.config import PROJECT_ROOT
 
 ADRS = PROJECT_ROOT / "adrs"
 STATUS = re.compile(r"(Proposed|Accepted|Deprecated|Superseded by \[?\d{4}\]?.*)$")

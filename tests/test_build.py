@@ -11,7 +11,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from skewless import config, feast_ops, features, ingest, lake
+from skewless import features, lake
+from skewless.core import config
+from skewless.ops import feast_ops
+from skewless.lake import ingest
 
 LAST = date(2026, 8, 22)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from skewless.config import FEATURE_REPO, PROJECT_ROOT
+from skewless.core.config import FEATURE_REPO, PROJECT_ROOT
 
 SKEWLESS = [sys.executable, "-m", "skewless.cli"]
 DAY = "2026-06-30"

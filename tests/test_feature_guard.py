@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from skewless import feature_guard as fg
-from skewless.config import PROJECT_ROOT
+from skewless.ops import feature_guard as fg
+from skewless.core.config import PROJECT_ROOT
 
 SERVICE = "next_week_commits_v1"
 
@@ -33,7 +33,7 @@ def _plant(tree: Path, relpath: str, old: str, new: str) -> None:
 
 
 # Planted changes, each in its own copy of the project tree: (file, old text, new text), applied in order.
-RENAME = [("src/skewless/features.py", 'Feature("commits_last_7d"', 'Feature("commits_7d"')]
+RENAME = [("src/skewless/features/__init__.py", 'Feature("commits_last_7d"', 'Feature("commits_7d"')]
 RETYPE = [
     ("feature_repo/repo_features.py", "    schema=fields_of(REPO_ACTIVITY),",
      "    schema=[Field(name=f.name, dtype=Float64 if f.name == 'commits_last_30d' else f.dtype)\n"
@@ -139,7 +139,7 @@ def test_compare_ignores_services_not_in_use():
 def test_a_service_registered_in_mlflow_is_in_use_even_undeclared(home):
     from mlflow.tracking import MlflowClient
 
-    from skewless.config import profile
+    from skewless.core.config import profile
 
     uri = profile().mlflow_tracking_uri
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)

@@ -1,4 +1,4 @@
-"""skewless.gitsource: commit-event rows read from real (throwaway) git repositories."""
+"""skewless.lake.gitsource: commit-event rows read from real (throwaway) git repositories."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from skewless import config
-from skewless import gitsource as gs
-from skewless.gitsource import (
+from skewless.core import config
+from skewless.lake import gitsource as gs
+from skewless.lake.gitsource import (
     COMMITS_SCHEMA,
     LANGUAGES,
     NotAGitRepository,

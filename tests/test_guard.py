@@ -10,7 +10,7 @@ fails on:
 - direct reads: ``.load_table(``, ``.scan(``, ``.read_parquet(``, ``.read_table(``, ``.read_sql(``, ``.sql(``,
   and any string naming a feature table (``features.<table>``);
 - imports of ``duckdb``, ``pyiceberg``, ``pyarrow.parquet``, ``pyarrow.dataset``, ``pyspark``,
-  ``skewless.features``, ``skewless.lake``, ``skewless.ingest`` (also as ``from skewless import features``
+  ``skewless.features``, ``skewless.lake``, ``skewless.lake.ingest`` (also as ``from skewless import features``
   or a module-name string).
 
 The allow-list is explicit and tiny: the labels module reads ``abukix.commits`` (outcomes, not features).
@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from skewless.config import PROJECT_ROOT
+from skewless.core.config import PROJECT_ROOT
 
 GUARDED_DIRS = ("training", "serving")
 
@@ -35,7 +35,7 @@ ALLOW: dict[tuple[str, str], str] = {
 }
 
 BANNED_MODULES = ("duckdb", "pyiceberg", "pyarrow.parquet", "pyarrow.dataset", "pyspark", "skewless.features",
-                  "skewless.lake", "skewless.ingest")
+                  "skewless.lake", "skewless.lake.ingest")
 WINDOW_CALLS = ("rolling", "resample", "expanding", "ewm")
 READ_CALLS = ("load_table", "scan", "read_parquet", "read_table", "read_sql", "sql")
 COMMIT_COLUMNS = ("committed_at", "authored_at", "lines_added", "lines_deleted", "files_changed", "is_merge",

@@ -11,7 +11,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from skewless import ingest, lake
+from skewless import lake
+from skewless.lake import ingest
 
 
 def _sample(sample_parquet: Path, n: int | None = None) -> pa.Table:

@@ -25,7 +25,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import reference
-from skewless import features, ingest, lake
+from skewless import features, lake
+from skewless.lake import ingest
 
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="needs the git executable")
 
@@ -414,7 +415,7 @@ def test_the_lake_equals_the_reachable_history(home, tmp_path_factory, ops, seed
             model[sha] = row
             corrected.add(sha)
         elif op == "ingest":
-            from skewless.gitsource import read_git_repository
+            from skewless.lake.gitsource import read_git_repository
 
             truth = {r["sha"]: r for r in read_git_repository(g.path, repo_name=name).to_pylist()}
             conflict = model is not None and any(s in truth and _differs(truth[s], model[s]) for s in model)

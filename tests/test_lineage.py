@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from skewless import config, lineage
-from skewless.config import COMMITS_TABLE
+from skewless.core import config
+from skewless.ops import lineage
+from skewless.core.config import COMMITS_TABLE
 
 UNTIL = date(2026, 8, 22)
 SERVICE = "next_week_commits_v1"
@@ -42,7 +43,9 @@ def deployed(tmp_path_factory, sample_parquet):
     (as training registers it) and one untagged version."""
     from mlflow.tracking import MlflowClient
 
-    from skewless import feast_ops, features, ingest
+    from skewless import features
+    from skewless.ops import feast_ops
+    from skewless.lake import ingest
 
     home = tmp_path_factory.mktemp("lineage") / "home"
     with pytest.MonkeyPatch.context() as mp:
@@ -129,7 +132,7 @@ def test_iceberg_tables_have_platform_iceberg_and_their_schema(emitted, env_of):
 def test_every_lineage_edge_from_commits_to_the_model_version(emitted, env_of):
     from feast import FeatureStore
 
-    from skewless.feast_ops import feature_store
+    from skewless.ops.feast_ops import feature_store
 
     store: FeatureStore = feature_store(env_of)
     mcps = lineage.read_file(emitted[1])
@@ -279,7 +282,7 @@ def test_lineage_before_apply_says_what_to_run(home):
 
 
 def test_the_service_tag_has_one_definition():
-    """Training, serving and lineage read the tag from skewless.config; none of them redefines it."""
+    """Training, serving and lineage read the tag from skewless.core.config; none of them redefines it."""
     import serving.predictor
     import training.train
 

@@ -1,7 +1,7 @@
 """Monitoring: the exporter against a real (local) pipeline, the alert rules under promtool, the dashboard's queries.
 
 The exporter tests build a small home once (shipped sample, built and materialized through 2026-08-20) and read it
-through :mod:`skewless.freshness` and :mod:`monitoring.exporter`; expected values come from the pipeline's own
+through :mod:`skewless.ops.freshness` and :mod:`monitoring.exporter`; expected values come from the pipeline's own
 state (Iceberg tables, Feast registry), never from constants.
 """
 
@@ -20,7 +20,7 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from skewless import config
+from skewless.core import config
 
 MONITORING = config.PROJECT_ROOT / "monitoring"
 ALERTS = MONITORING / "alerts.yaml"
@@ -183,7 +183,7 @@ def test_dashboard_queries_name_real_metrics():
 # --- SLO declarations -----------------------------------------------------------------------------------------------
 
 def test_slo_of_reads_tags_and_names_bad_ones():
-    from skewless.freshness import FreshnessError, slo_of
+    from skewless.ops.freshness import FreshnessError, slo_of
 
     good = {"freshness_slo_seconds": "3600", "freshness_objective": "0.995", "freshness_window_days": "7",
             "schedule": "hourly"}
@@ -213,7 +213,9 @@ def built_home(tmp_path_factory, sample_parquet):
     mp.delenv("FEAST_FS_YAML_FILE_PATH", raising=False)
     for k, v in config.profile().feast_env().items():
         mp.setenv(k, v)
-    from skewless import feast_ops, features, ingest
+    from skewless import features
+    from skewless.ops import feast_ops
+    from skewless.lake import ingest
 
     ingest.ingest([sample_parquet])
     features.build(DAY)
@@ -238,7 +240,8 @@ def _view(name: str, **extra) -> tuple:
 
 
 def test_status_reads_the_online_store_and_the_declared_slo(built_home):
-    from skewless import feast_ops, freshness, lake
+    from skewless import lake
+    from skewless.ops import feast_ops, freshness
 
     store = feast_ops.feature_store()
     statuses = {s.feature_view: s for s in freshness.status(store=store)}
@@ -262,7 +265,8 @@ def test_status_reads_the_online_store_and_the_declared_slo(built_home):
 def test_lag_records_and_exporter_round_trip(built_home, tmp_path):
     """Build a day ahead (lag), record materialization and a skewed parity check, read it all back as metrics."""
     from monitoring import exporter
-    from skewless import features, freshness, parity
+    from skewless import features
+    from skewless.ops import freshness, parity
 
     features.build(date(2026, 8, 21))
     at = datetime(2026, 8, 21, 0, 30, tzinfo=timezone.utc)
@@ -323,7 +327,7 @@ def test_online_store_lost_or_unreadable(built_home):
     import sqlite3
 
     from monitoring import exporter
-    from skewless import freshness
+    from skewless.ops import freshness
 
     db = Path(built_home) / "feast" / "online_store.db"
     saved = db.with_suffix(".saved")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from skewless.config import PROJECT_ROOT
+from skewless.core.config import PROJECT_ROOT
 
 NOTEBOOK = PROJECT_ROOT / "training" / "notebooks" / "next_week_commits.ipynb"
 
@@ -42,7 +42,9 @@ def test_notebook_executes_on_sample(home: Path, sample_parquet: Path, python3_k
     from jupyter_client.kernelspec import KernelSpecManager
     from nbclient import NotebookClient
 
-    from skewless import feast_ops, features, ingest, lake
+    from skewless import features, lake
+    from skewless.ops import feast_ops
+    from skewless.lake import ingest
 
     assert KernelSpecManager().get_kernel_spec(python3_kernel).argv[0] == sys.executable
     ingest.ingest([sample_parquet])

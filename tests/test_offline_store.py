@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from homes import exported
 from skewless.data import SAMPLE_COMMITS as SAMPLE
-from skewless import config
+from skewless.core import config
 
 UNTIL = dt.date(2026, 8, 22)  # the sample's last commit day
 B = pd.Timestamp("2026-01-10", tz="UTC")  # base time of the hand-made tables
@@ -121,7 +121,9 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     home = root / "home"
     home.mkdir()
     with exported(home):
-        from skewless import feast_ops, features, ingest, lake
+        from skewless import features, lake
+        from skewless.ops import feast_ops
+        from skewless.lake import ingest
 
         ingest.ingest([SAMPLE])
         features.build(until=UNTIL)
@@ -378,7 +380,7 @@ def test_pyiceberg_executor_equals_native(deployed: Deployment) -> None:
 
 
 def test_pinned_snapshot_is_read_and_reported(deployed: Deployment) -> None:
-    from skewless.snapshots import pinned_snapshots
+    from skewless.lake.snapshots import pinned_snapshots
 
     cases = [("r/1", "a1", B + 5 * H, 3, None)]  # at the first snapshot the B + 4 h row does not exist yet
     with exported(deployed.home):

@@ -1,7 +1,7 @@
 """The README's feature catalogue is generated from the Feast definitions and cannot drift from them."""
 
-from skewless import catalog_doc
-from skewless.config import PROJECT_ROOT
+from skewless.ops import catalog_doc
+from skewless.core.config import PROJECT_ROOT
 
 
 def test_readme_feature_catalogue_is_current(home):

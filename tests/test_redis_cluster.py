@@ -25,7 +25,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from skewless import config
+from skewless.core import config
 
 # --- SKEWLESS_REDIS: the forms and the errors (no server needed) --------------------------------------------------
 
@@ -157,7 +157,7 @@ def _stock_feast_reads_and_writes_the_same_keys(p, cl) -> None:
     from feast.types import Float64, Int64
     from test_serving import KNOWN
 
-    from skewless import feast_ops
+    from skewless.ops import feast_ops
     from skewless.feast_ext.ttl import serving_clock
 
     store = feast_ops.feature_store(p)
@@ -231,7 +231,7 @@ def _servers(fn):
 @_servers
 def test_cluster_end_to_end(deployed):
     """Materialize, every entity through get_online_features, parity, stock Feast both ways, a predictor request."""
-    from skewless import feast_ops, parity
+    from skewless.ops import feast_ops, parity
     from skewless.feast_ext import redis_cluster
 
     p, cl = deployed.p, deployed.cluster
@@ -292,7 +292,7 @@ def test_master_killed_mid_materialization_then_rerun(deployed):
     from reliability import deployment
     from test_serving import LAST_DAY
 
-    from skewless import feast_ops, parity
+    from skewless.ops import feast_ops, parity
     from skewless.feast_ext.redis_cluster import ClusterNodeError
 
     p, cl = deployed.p, deployed.cluster

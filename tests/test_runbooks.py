@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from skewless import config
+from skewless.core import config
 
 RUNBOOKS = config.PROJECT_ROOT / "runbooks"
 ALERTS = config.PROJECT_ROOT / "monitoring" / "alerts.yaml"
@@ -49,7 +49,9 @@ import sys
 from datetime import date
 
 from monitoring import exporter
-from skewless import feast_ops, features, freshness, ingest, parity
+from skewless import features
+from skewless.ops import feast_ops, freshness, parity
+from skewless.lake import ingest
 
 day = date.fromisoformat(sys.argv[2])
 print(ingest.ingest([sys.argv[1]]))

@@ -26,7 +26,7 @@ import yaml
 
 from reliability import deployment
 from reliability.servers import local_env
-from skewless.config import FEATURE_REPO, PROJECT_ROOT
+from skewless.core.config import FEATURE_REPO, PROJECT_ROOT
 
 DAY = date(2026, 8, 20)
 REPOS = ("encode/httpx", "spf13/cobra")
@@ -43,7 +43,9 @@ def applied(tmp_path_factory, sample_parquet):
     pq.write_table(t.filter(pc.is_in(t["repo"], pa.array(REPOS))), subset)
     env = local_env(root / "home")
     with deployment.exported(env) as p:
-        from skewless import feast_ops, features, ingest
+        from skewless import features
+        from skewless.ops import feast_ops
+        from skewless.lake import ingest
 
         ingest.ingest([subset])
         features.build(DAY, p)
@@ -60,7 +62,7 @@ def security(applied):
     from feast.permissions.user import User
 
     with deployment.exported(applied["env"]) as p:
-        from skewless import feast_ops
+        from skewless.ops import feast_ops
 
         store = feast_ops.feature_store(p)
         sm = SecurityManager(project=store.project, registry=store.registry)
@@ -117,7 +119,7 @@ def test_every_personal_data_object_is_restricted(security, applied):
     """Whatever the repository declares: objects tagged pii (and their sources) are for the PII reader only."""
     from feast.permissions.action import AuthzedAction
 
-    from skewless import feast_ops
+    from skewless.ops import feast_ops
 
     store, login = security
     with deployment.exported(applied["env"]) as p:
@@ -285,7 +287,7 @@ def test_predictor_binds_loopback_by_default():
     from serving import server
     from serving.predictor import NextWeekCommitsPredictor
 
-    from skewless import cli
+    from skewless.cli import serving as cli
 
     assert server.DEFAULT_HOST == "127.0.0.1"
     for fn in (server.serve, server.uvicorn_server, server.BackgroundServer.__init__):

@@ -31,7 +31,7 @@ import edge_cases
 import reference
 from homes import exported
 from skewless.data import SAMPLE_COMMITS as SAMPLE
-from skewless import config
+from skewless.core import config
 
 UNTIL = dt.date(2026, 8, 22)  # the sample's last commit day
 EARLY_DAY = dt.date(2025, 12, 15)  # a Monday, 5 days after encode/httpx's last commit
@@ -50,7 +50,7 @@ class Deployment:
     early_online: dict[str, pd.DataFrame] = field(default_factory=dict)  # view -> online values as of EARLY_DAY
 
     def store(self):
-        from skewless import feast_ops
+        from skewless.ops import feast_ops
 
         return feast_ops.feature_store()
 
@@ -86,7 +86,9 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Deployment:
 
     dep = Deployment(home=home, commits=commits, sample=sample, edge_cases=cases)
     with exported(home):
-        from skewless import features, feast_ops, ingest
+        from skewless import features
+        from skewless.ops import feast_ops
+        from skewless.lake import ingest
 
         ingest.ingest([SAMPLE, edge_path])
         features.build(until=UNTIL)

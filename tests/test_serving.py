@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from skewless import config
+from skewless.core import config
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("kserve")
@@ -106,7 +106,9 @@ def _v2(url: str, body: dict) -> httpx.Response:
 
 
 def _prepare_lake(p: config.Profile) -> None:
-    from skewless import feast_ops, features, ingest
+    from skewless import features
+    from skewless.ops import feast_ops
+    from skewless.lake import ingest
 
     ingest.ingest([SAMPLE])
     features.build(LAST_DAY, p)
@@ -128,7 +130,7 @@ def register_tiny_model(p: config.Profile) -> str:
     from sklearn.ensemble import HistGradientBoostingRegressor
     from sklearn.pipeline import Pipeline
 
-    from skewless import feast_ops
+    from skewless.ops import feast_ops
 
     store = feast_ops.feature_store(p)
     service = store.get_feature_service(SERVICE)
@@ -164,7 +166,7 @@ def expected_predictions(p: config.Profile, repos: list[str]) -> list[float]:
     import mlflow.sklearn
     from mlflow import MlflowClient
 
-    from skewless import feast_ops
+    from skewless.ops import feast_ops
 
     client = MlflowClient(tracking_uri=p.mlflow_tracking_uri, registry_uri=p.mlflow_tracking_uri)
     version = max(int(v.version) for v in client.search_model_versions(f"name = '{MODEL}'"))
@@ -220,7 +222,7 @@ def server(tmp_path_factory):
                 "v1_ready": httpx.get(f"{url}/v1/models/{MODEL}", timeout=10),
                 "server_ready": httpx.get(f"{url}/v2/health/ready", timeout=10),
             }
-            from skewless import feast_ops
+            from skewless.ops import feast_ops
 
             feast_ops.materialize(LAST_DAY, p)
             _wait("readiness after materialize", lambda: httpx.get(f"{url}/v2/models/{MODEL}/ready",
@@ -374,7 +376,7 @@ def test_serving_log_holds_the_served_features(server):
     _v1(server.url, [KNOWN[0], UNKNOWN])
     log = feature_log.read(MODEL, server.profile)
     served = log[(log["repo"] == KNOWN[0]) & log["error"].isna()].iloc[-1]
-    from skewless import feast_ops
+    from skewless.ops import feast_ops
 
     from skewless.feast_ext.ttl import serving_clock
 
@@ -399,7 +401,7 @@ def test_all_null_and_stale_entities_get_errors_not_numbers(server):
     time), and a row past its view's TTL (values blanked, event time kept — skewless.feast_ext.ttl's answer)."""
     from serving.predictor import NextWeekCommitsPredictor
     from skewless.feast_ext.ttl import serving_clock
-    from skewless.skew import honest_reader
+    from skewless.drills.skew import honest_reader
 
     def blank(repo, keep_event_time):
         def reader(store, features, rows):
@@ -434,7 +436,7 @@ def test_skew_drill_switch_reaches_the_predictor(server):
     stops the predictor from being built at all."""
     from serving.predictor import NextWeekCommitsPredictor, _Batch
     from skewless.feast_ext.ttl import serving_clock
-    from skewless.skew import SkewError, SkewedReader
+    from skewless.drills.skew import SkewError, SkewedReader
 
     with pytest.MonkeyPatch.context() as mp:
         _env(mp, SKEWLESS_ENV="local", SKEWLESS_HOME=str(server.profile.home), SKEWLESS_SERVING_SKEW="timezone:+10")
@@ -477,7 +479,7 @@ def test_production_profile_serves_from_redis(tmp_path):
                        SKEWLESS_REDIS=f"127.0.0.1:6379,db={redis_db}")
             p = config.profile()
             redis.Redis(host="127.0.0.1", port=6379, db=redis_db).flushdb()
-            from skewless import feast_ops
+            from skewless.ops import feast_ops
 
             _prepare_lake(p)
             feast_ops.materialize(LAST_DAY, p)

@@ -15,7 +15,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from skewless import config, skew
+from skewless.core import config
+from skewless.drills import skew
+from skewless.ops import distribution, online
 
 SAMPLE = config.PROJECT_ROOT / "src" / "skewless" / "data" / "sample_commits.parquet"
 
@@ -24,12 +26,12 @@ SAMPLE = config.PROJECT_ROOT / "src" / "skewless" / "data" / "sample_commits.par
 
 @pytest.mark.parametrize("value, expected", [
     (None, None), ("", None), ("  ", None),
-    ("window_edge", skew.Skew("window_edge")),
-    ("timezone", skew.Skew("timezone", skew.DEFAULT_TZ_OFFSET_HOURS)),
-    ("TimeZone:-5.5", skew.Skew("timezone", -5.5)),
+    ("window_edge", online.Skew("window_edge")),
+    ("timezone", online.Skew("timezone", online.DEFAULT_TZ_OFFSET_HOURS)),
+    ("TimeZone:-5.5", online.Skew("timezone", -5.5)),
 ])
 def test_parse(value, expected):
-    assert skew.parse(value) == expected
+    assert online.parse(value) == expected
 
 
 @pytest.mark.parametrize("value, message", [
@@ -39,30 +41,30 @@ def test_parse(value, expected):
     ("timezone:+15", "outside [-14, +14]"),
 ])
 def test_parse_rejects_bad_values_naming_them(value, message):
-    with pytest.raises(skew.SkewError, match="SKEWLESS_SERVING_SKEW") as e:
-        skew.parse(value)
+    with pytest.raises(online.SkewError, match="SKEWLESS_SERVING_SKEW") as e:
+        online.parse(value)
     assert message in str(e.value)
 
 
 def test_switch_is_read_through_config(monkeypatch):
     monkeypatch.delenv("SKEWLESS_SERVING_SKEW", raising=False)
-    assert skew.reader_from_config() is skew.honest_reader
+    assert online.reader_from_config() is online.honest_reader
     monkeypatch.setenv("SKEWLESS_SERVING_SKEW", "window_edge")
     assert config.serving_skew() == "window_edge"
-    reader = skew.reader_from_config()
-    assert isinstance(reader, skew.SkewedReader) and reader.skew == skew.Skew("window_edge")
+    reader = online.reader_from_config()
+    assert isinstance(reader, online.SkewedReader) and reader.skew == online.Skew("window_edge")
     monkeypatch.setenv("SKEWLESS_SERVING_SKEW", "nonsense")
-    with pytest.raises(skew.SkewError):
-        skew.reader_from_config()
+    with pytest.raises(online.SkewError):
+        online.reader_from_config()
 
 
 # --- the statistics ------------------------------------------------------------------------------------------------
 
 def test_psi_and_ks_of_identical_samples_are_zero():
     x = np.random.default_rng(0).poisson(5, 500).astype(float)
-    assert skew.psi(x, x) == pytest.approx(0.0, abs=1e-12)
-    assert skew.ks(x, x) == (0.0, 1.0)
-    check = skew.distribution_checks(pd.DataFrame({"f": x}), pd.DataFrame({"f": x}), ["f"])[0]
+    assert distribution.psi(x, x) == pytest.approx(0.0, abs=1e-12)
+    assert distribution.ks(x, x) == (0.0, 1.0)
+    check = distribution.distribution_checks(pd.DataFrame({"f": x}), pd.DataFrame({"f": x}), ["f"])[0]
     assert not check.flagged
 
 
@@ -70,19 +72,19 @@ def test_psi_and_ks_flag_a_shift_and_a_null_rate_change():
     rng = np.random.default_rng(1)
     ref = rng.exponential(2.0, 2000)
     shifted = ref + 1.0
-    assert skew.psi(ref, shifted) > skew.PSI_ALERT
-    d, p = skew.ks(ref, shifted)
+    assert distribution.psi(ref, shifted) > distribution.PSI_ALERT
+    d, p = distribution.ks(ref, shifted)
     assert d > 0.2 and p < 1e-10
     nulls = ref.copy()
     nulls[:600] = np.nan  # same values where present, 30% nulls: only the null bin moves
-    assert skew.psi(ref, nulls) > skew.PSI_ALERT
+    assert distribution.psi(ref, nulls) > distribution.PSI_ALERT
     resampled = rng.exponential(2.0, 2000)
-    assert skew.psi(ref, resampled) < 0.05  # same distribution, another sample: quiet
+    assert distribution.psi(ref, resampled) < 0.05  # same distribution, another sample: quiet
 
 
 def test_psi_needs_data():
-    with pytest.raises(skew.SkewError):
-        skew.psi([], [1.0])
+    with pytest.raises(online.SkewError):
+        distribution.psi([], [1.0])
 
 
 # --- the drill ------------------------------------------------------------------------------------------------------
@@ -172,7 +174,7 @@ def test_timezone_reader_uses_the_serving_clock():
     """The 'now' of the timezone skew is the serving clock, so a replay pins both TTL and skew."""
     from skewless.feast_ext.ttl import serving_clock
 
-    reader = skew.SkewedReader(skew.Skew("timezone", 10))
+    reader = online.SkewedReader(online.Skew("timezone", 10))
     at = datetime(2026, 8, 3, 6, tzinfo=timezone.utc)
     with serving_clock(at):
         assert reader.clock() == at
@@ -182,6 +184,6 @@ def test_timezone_reader_uses_the_serving_clock():
 def test_drill_refuses_a_home_it_did_not_create(tmp_path, monkeypatch):
     (tmp_path / "precious.txt").write_text("keep me")
     monkeypatch.setenv("SKEWLESS_HOME", str(tmp_path / "base"))
-    with pytest.raises(skew.SkewError, match="not a skew-drill home"):
+    with pytest.raises(online.SkewError, match="not a skew-drill home"):
         skew.run(source=SAMPLE, weeks=4, home=tmp_path, report=None)
     assert (tmp_path / "precious.txt").read_text() == "keep me"

@@ -18,8 +18,9 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from skewless import config, features
-from skewless.spark.dialect import TranslationError, to_spark
+from skewless import features
+from skewless.core import config
+from skewless.features.spark.dialect import TranslationError, to_spark
 
 SAMPLE = config.PROJECT_ROOT / "src" / "skewless" / "data" / "sample_commits.parquet"
 #: The first builds stop here; commits held back from before it arrive late and force restatements.
@@ -70,7 +71,7 @@ def test_asof_forms_without_an_exact_rule_are_refused(sql, problem):
 # --- pure: catalog URL and profile ---------------------------------------------------------------------------------
 
 def test_jdbc_catalog_properties_from_the_profile(tmp_path):
-    from skewless.spark import jdbc_catalog_properties
+    from skewless.features.spark import jdbc_catalog_properties
 
     local = config.profile({"SKEWLESS_HOME": str(tmp_path)})
     props = jdbc_catalog_properties(local)
@@ -102,7 +103,7 @@ def test_spark_yaml_differs_from_its_profile_yaml_only_in_the_offline_store(env)
     base = config.profile({"SKEWLESS_ENV": env})
     spark = config.profile({"SKEWLESS_ENV": env, "SKEWLESS_ENGINE": "spark"})
     a, b = (yaml.safe_load(p.feature_store_yaml.read_text()) for p in (base, spark))
-    assert b.pop("offline_store") == {"type": "skewless.spark.offline_store.IcebergSparkOfflineStore"}
+    assert b.pop("offline_store") == {"type": "skewless.feast_ext.spark_offline.IcebergSparkOfflineStore"}
     for key in ("offline_store", "batch_engine"):
         a.pop(key, None)
     b.pop("batch_engine", None)
@@ -113,7 +114,7 @@ def test_exact_ttl_rewrites_the_rendered_interval():
     from feast import Entity, FeatureView
     from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
 
-    from skewless.spark.offline_store import exact_ttl
+    from skewless.feast_ext.spark_offline import exact_ttl
 
     fv = FeatureView(name="v", entities=[Entity(name="e", join_keys=["e"])], ttl=timedelta(days=1, microseconds=-1),
                      source=SparkSource(name="s", table="t", timestamp_field="ts"))
@@ -127,7 +128,7 @@ def test_exact_ttl_rewrites_the_rendered_interval():
 # --- Spark: one session over one home for the rest of the module ---------------------------------------------------
 
 def _missing() -> str | None:
-    from skewless import spark as sk
+    from skewless.features import spark as sk
 
     return sk.missing(config.profile({"SKEWLESS_HOME": "/nonexistent"}))
 
@@ -169,7 +170,7 @@ def _ttl_probe(p: config.Profile):
     """The probe view registered for the block (materialize would otherwise look for its own table)."""
     from feast import FeatureView, Field
 
-    from skewless import feast_ops
+    from skewless.ops import feast_ops
 
     store = feast_ops.feature_store(p)
     real = store.get_feature_view("repo_activity")
@@ -187,8 +188,9 @@ def _ttl_probe(p: config.Profile):
 def lakes(tmp_path_factory):
     """Two homes fed the same commits in the same two steps (late commits in between): DuckDB builds one, Spark
     the other. The Spark home is then registered in Feast (its one registry serves both engines' yamls)."""
-    from skewless import feast_ops, ingest
-    from skewless import spark as sk
+    from skewless.ops import feast_ops
+    from skewless.lake import ingest
+    from skewless.features import spark as sk
 
     tmp = tmp_path_factory.mktemp("spark")
     first, late = _split_sample(tmp)
@@ -261,7 +263,7 @@ def _entity_rows(p: config.Profile, table: features.FeatureTable, max_entities: 
 
 
 def _retrieve(p: config.Profile, service: str, entity_df: pd.DataFrame, key: str) -> pd.DataFrame:
-    from skewless import feast_ops
+    from skewless.ops import feast_ops
 
     store = feast_ops.feature_store(p)
     df = store.get_historical_features(entity_df=entity_df.copy(), features=store.get_feature_service(service)).to_df()
@@ -285,7 +287,7 @@ def test_spark_retrieval_equals_duckdb_retrieval(lakes, table, service):
 
 @needs_spark
 def test_spark_retrieval_equals_duckdb_with_a_finite_ttl_and_two_views_at_once(lakes):
-    from skewless import feast_ops
+    from skewless.ops import feast_ops
 
     spark_p, reference = lakes["profiles"]["spark"], lakes["reference"]
     entity_df = _entity_rows(spark_p, features.REPO_ACTIVITY)
@@ -307,8 +309,9 @@ def test_spark_retrieval_equals_duckdb_with_a_finite_ttl_and_two_views_at_once(l
 
 @needs_spark
 def test_spark_retrieval_honours_snapshot_pins(lakes):
-    from skewless import feast_ops
-    from skewless.snapshots import pinned_snapshots, pinnable
+    from skewless.ops import feast_ops
+    from skewless.feast_ext.pinned import pinnable
+    from skewless.lake.snapshots import pinned_snapshots
 
     spark_p, reference = lakes["profiles"]["spark"], lakes["reference"]
     first = lakes["steps"]["spark"][0][0].snapshot_id  # repo_activity as built through FIRST_DAY
@@ -329,7 +332,7 @@ def test_spark_retrieval_honours_snapshot_pins(lakes):
 
 @needs_spark
 def test_materialize_on_spark_matches_duckdb_offline_values(lakes):
-    from skewless import feast_ops, parity
+    from skewless.ops import feast_ops, parity
 
     feast_ops.materialize(LAST_DAY, lakes["profiles"]["spark"])
     results = parity.check(sample=None, p=lakes["reference"])  # online (loaded by Spark) vs DuckDB offline
@@ -339,7 +342,7 @@ def test_materialize_on_spark_matches_duckdb_offline_values(lakes):
 @needs_spark
 def test_pyiceberg_and_spark_commit_to_each_others_tables(lakes):
     from skewless import lake
-    from skewless import spark as sk
+    from skewless.features import spark as sk
 
     p = lakes["profiles"]["spark"]
     spark = sk.session(p)
@@ -358,7 +361,7 @@ def test_asof_rule_matches_duckdb_on_ties_nulls_and_misses(lakes):
     """Rule 1 against DuckDB's own ASOF JOIN: equal times (strict and inclusive), NULL keys and times, no match."""
     import duckdb
 
-    from skewless import spark as sk
+    from skewless.features import spark as sk
 
     a_rows = [("x", 1), ("x", 2), ("x", 5), ("y", 3), (None, 3), ("z", None)]
     b_rows = [("x", 2, 20), ("x", 2, 21), ("x", 4, 40), ("y", 3, None), (None, 1, 10), ("y", None, 99), ("z", 0, 0)]
@@ -386,7 +389,7 @@ def test_band_rule_matches_duckdb_at_the_edges(lakes):
     """Rule 5 against DuckDB: bounds met exactly, before 1970, across bucket edges, NULL times, no match."""
     import duckdb
 
-    from skewless import spark as sk
+    from skewless.features import spark as sk
 
     day = timedelta(days=1)
     t0 = datetime(2020, 1, 1)

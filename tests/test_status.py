@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import date, datetime, timedelta, timezone
 
-from skewless import status
-from skewless.freshness import FreshnessSLO, ParityRecord, ViewStatus
+from skewless.ops import status
+from skewless.ops.freshness import FreshnessSLO, ParityRecord, ViewStatus
 
 NOW = datetime(2026, 8, 23, 1, 0, tzinfo=timezone.utc)
 DAY = date(2026, 8, 23)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from skewless import terminal
+from skewless.core import terminal
 
 SKEWLESS = str(Path(sys.executable).parent / "skewless")
 
@@ -141,7 +141,7 @@ def test_serve_prints_its_progress_until_ready(demo, tmp_path):
 def test_only_the_projects_own_warnings_are_shown_without_verbose(monkeypatch, capsys):
     import warnings
 
-    from skewless.config import PROJECT_ROOT
+    from skewless.core.config import PROJECT_ROOT
 
     shown = []
     monkeypatch.setattr(warnings, "showwarning", lambda *a, **k: shown.append(a[2]))

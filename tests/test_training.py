@@ -16,7 +16,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from skewless import config, feast_ops, features, ingest, lake, snapshots
+from skewless import features, lake
+from skewless.core import config
+from skewless.ops import feast_ops
+from skewless.feast_ext import pinned
+from skewless.lake import ingest, snapshots
 from training import dataset, evaluate, labels, train
 
 UTC = timezone.utc
@@ -267,12 +271,12 @@ def test_a_pin_the_stock_duckdb_store_would_ignore_is_detected(sample_home: Path
     service = store.get_feature_service(dataset.FEATURE_SERVICE)
     table = lake.load_table(features.REPO_ACTIVITY.identifier)
     pins = {features.REPO_ACTIVITY.identifier: lake.snapshot_id(table)}
-    pinnable = snapshots.pinnable(store)
-    assert snapshots.offline_store_class(pinnable).honours_snapshot_pins
+    pinnable = pinned.pinnable(store)
+    assert pinned.offline_store_class(pinnable).honours_snapshot_pins
     with snapshots.pinned_snapshots(pins) as reads:
         pinnable.get_historical_features(entity_df=entity_df, features=service).to_df()
     assert reads.check() == pins
-    if snapshots.offline_store_class(store) is snapshots.DuckDBOfflineStore:
+    if pinned.offline_store_class(store) is pinned.DuckDBOfflineStore:
         with snapshots.pinned_snapshots(pins) as reads:
             store.get_historical_features(entity_df=entity_df, features=service).to_df()
         with pytest.raises(snapshots.SnapshotPinError, match="does not honour"):
@@ -319,7 +323,7 @@ def _foreign_run(p: config.Profile) -> str:
 # --- the leakage drill on the sample ------------------------------------------------------------------------------
 
 def test_leakage_drill_writes_its_report(sample_home: Path, tmp_path: Path):
-    from training import drills
+    from skewless.drills import leakage as drills
 
     variant = features.build_variant(features.REPO_ACTIVITY, "authored_at", _last_day())
     assert variant == "features.repo_activity__by_authored_at"

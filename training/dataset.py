@@ -3,7 +3,7 @@
 Rows are the observed ``(repo, Monday 00:00 UTC)`` weeks of :mod:`training.labels`. Features come from ONE call,
 ``store.get_historical_features(entity_df, features=<feature service>)``; their names come from the feature
 service, never from this code. Every Iceberg table read (``abukix.commits`` for the labels, the feature views'
-tables through Feast) is read inside one :func:`skewless.snapshots.pinned_snapshots` block, so the set records
+tables through Feast) is read inside one :func:`skewless.lake.snapshots.pinned_snapshots` block, so the set records
 the snapshot id of each, and passing those ids back as ``pins`` rebuilds the identical set later.
 """
 
@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING, Mapping
 
 import pandas as pd
 
-from skewless import snapshots
+from skewless.feast_ext import pinned
+from skewless.lake import snapshots
+from skewless.core.errors import SkewlessError
 from training import labels as labels_mod
 from training.labels import BASELINES, KEYS, LABEL
 
@@ -28,7 +30,7 @@ FEATURE_SERVICE = "next_week_commits_v1"
 TEST_WEEKS = 26
 
 
-class DatasetError(ValueError):
+class DatasetError(SkewlessError, ValueError):
     """The training set cannot be built or split as asked (the message says why)."""
 
 
@@ -69,9 +71,9 @@ def service_of(store: "FeatureStore", name: str = FEATURE_SERVICE) -> "FeatureSe
 
 def default_store() -> "FeatureStore":
     """The active profile's FeatureStore, with an offline store that honours snapshot pins."""
-    from skewless import feast_ops
+    from skewless.ops import feast_ops
 
-    return snapshots.pinnable(feast_ops.feature_store())
+    return pinned.pinnable(feast_ops.feature_store())
 
 
 def historical_features(store: "FeatureStore", entity_df: pd.DataFrame,
@@ -91,7 +93,7 @@ def build(pins: Mapping[str, int] | None = None, store: "FeatureStore | None" = 
     ``until``: use only the data of the UTC days through ``until`` (weeks that ended by then; their features are
     as of earlier Mondays), so a scheduled run is bounded by its data interval, never by the clock.
     """
-    store = snapshots.pinnable(store) if store is not None else default_store()
+    store = pinned.pinnable(store) if store is not None else default_store()
     with snapshots.pinned_snapshots(pins) as reads:
         labels = labels_mod.weekly_labels(until=until)
         if labels.frame.empty:

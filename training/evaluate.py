@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from skewless.config import Profile, profile
+from skewless.core.config import Profile, profile
+from skewless.core.errors import SkewlessError
 from training import dataset, train
 from training.labels import LABEL
 
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 METRIC = "poisson_deviance"
 
 
-class EvaluationError(RuntimeError):
+class EvaluationError(SkewlessError, RuntimeError):
     """The comparison cannot be made (the message says why)."""
 
 

@@ -36,8 +36,10 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
-from skewless import lake, snapshots
-from skewless.config import COMMITS_TABLE, Profile, profile
+from skewless import lake
+from skewless.lake import snapshots
+from skewless.core.config import COMMITS_TABLE, Profile, profile
+from skewless.core.errors import SkewlessError
 
 KEYS = ["repo", "event_timestamp"]
 LABEL = "label"
@@ -49,7 +51,7 @@ _US_PER_WEEK = 7 * _US_PER_DAY
 _MONDAY0 = 4 * _US_PER_DAY
 
 
-class LabelError(ValueError):
+class LabelError(SkewlessError, ValueError):
     """The commits cannot be turned into labels (wrong columns, no observed week...)."""
 
 
@@ -117,7 +119,7 @@ def weekly_counts(commits: pd.DataFrame) -> pd.DataFrame:
 def weekly_labels(p: Profile | None = None, until: date | None = None) -> Labels:
     """Labels of every observed week, counted from ``abukix.commits``.
 
-    The snapshot read is the one pinned by an enclosing :func:`skewless.snapshots.pinned_snapshots` block (else
+    The snapshot read is the one pinned by an enclosing :func:`skewless.lake.snapshots.pinned_snapshots` block (else
     the current one), and it is reported to that block like every Feast read. With ``until`` (a UTC day) the
     history is taken as read at the end of that day: later commits are ignored, so only weeks that ended by then
     are observed.

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping
 import numpy as np
 import pandas as pd
 
-from skewless.config import FEATURE_SERVICE_TAG, Profile, profile
+from skewless.core.config import FEATURE_SERVICE_TAG, Profile, profile
+from skewless.core.errors import SkewlessError
 from training import dataset
 from training.labels import BASELINES, KEYS, LABEL
 
@@ -51,7 +52,7 @@ SKOPS_TRUSTED_TYPES = ("sklearn.ensemble._hist_gradient_boosting.predictor.TreeP
 METRICS = ("mae", "rmse", "poisson_deviance")
 
 
-class TrainingError(RuntimeError):
+class TrainingError(SkewlessError, RuntimeError):
     """Training could not run or its result could not be recorded (the message says why)."""
 
 
@@ -169,7 +170,7 @@ def mlflow_session(p: Profile) -> Iterator[tuple[Any, Any, str]]:
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from skewless import mlflow_home
+    from skewless.core import mlflow_home
 
     p.home.mkdir(parents=True, exist_ok=True)
     mlflow_home.ensure(p)  # before MLflow creates the database with its Default experiment in ./mlruns

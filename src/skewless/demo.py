@@ -12,10 +12,11 @@ import pandas as pd
 
 def run(source: Path, echo: Callable[[str], None] = print) -> bool:
     """Run the pipeline on ``source`` and print historical rows, online rows and parity. True if parity holds."""
-    import pyarrow.compute as pc
-
-    from skewless import feast_ops, features, ingest, lake, parity, terminal
-    from skewless.config import profile
+    from skewless import features, lake
+    from skewless.ops import feast_ops, parity
+    from skewless.lake import ingest
+    from skewless.core import terminal
+    from skewless.core.config import profile
 
     p = profile()
     echo(f"skewless demo — profile {p.name}, home {p.home}")
@@ -25,8 +26,7 @@ def run(source: Path, echo: Callable[[str], None] = print) -> bool:
         echo(f"[{time.perf_counter() - t0:6.1f}s] {msg}")
 
     step(str(ingest.ingest([source])))
-    commits = lake.commits_table(p).scan(selected_fields=("repo", "committed_at")).to_arrow()
-    day = pc.max(commits["committed_at"]).as_py().date()
+    day = lake.newest_commit_day(p)
     for r in features.build(day, p):
         step(str(r))
     with terminal.library_output():  # Feast's "Applying changes ..." lines
@@ -37,7 +37,7 @@ def run(source: Path, echo: Callable[[str], None] = print) -> bool:
 
     store = feast_ops.feature_store(p)
     service = store.get_feature_service("next_week_commits_v1")
-    repos = sorted(set(commits["repo"].to_pylist()))
+    repos = sorted(set(lake.commits_table(p).scan(selected_fields=("repo",)).to_arrow()["repo"].to_pylist()))
     probes = [pd.Timestamp(day, tz="UTC") - pd.Timedelta(days=d) for d in (0, 7, 28)]
     entity_df = pd.DataFrame([(r, t) for r in repos[:3] for t in probes], columns=["repo", "event_timestamp"])
     hist = store.get_historical_features(entity_df=entity_df, features=service).to_df()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from skewless import config
+from skewless.core import config
 
 DAGS_FOLDER = config.PROJECT_ROOT / "dags"
 

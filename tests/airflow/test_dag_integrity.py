@@ -17,7 +17,7 @@ pytestmark = pytest.mark.airflow
 # import as a namespace package named airflow.
 pytest.importorskip("airflow.sdk")
 
-from skewless.config import PROJECT_ROOT  # noqa: E402
+from skewless.core.config import PROJECT_ROOT  # noqa: E402
 
 DAGS_FOLDER = PROJECT_ROOT / "dags"
 
@@ -86,8 +86,8 @@ def test_daily_dag_is_a_data_interval_dag(dagbag):
 
 
 def test_a_run_works_on_the_utc_day_of_its_interval_end():
-    """Both DAGs take their day from skewless.schedule.interval_day (inside the task: no import at parse time)."""
-    from skewless.schedule import interval_day
+    """Both DAGs take their day from skewless.core.days.interval_day (inside the task: no import at parse time)."""
+    from skewless.core.days import interval_day
 
     for dag_file in ("commits_features_daily.py", "next_week_commits_weekly.py"):
         assert "interval_day(data_interval_end)" in (DAGS_FOLDER / dag_file).read_text(), dag_file

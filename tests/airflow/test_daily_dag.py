@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.airflow, pytest.mark.production, pytest.mark.timeout(1
 # import as a namespace package named airflow.
 pytest.importorskip("airflow.sdk")
 
-from skewless import config  # noqa: E402
+from skewless.core import config  # noqa: E402
 
 DAG_ID = "commits_features_daily"
 REDIS_DB = 12
@@ -143,7 +143,7 @@ def _same(a, b) -> bool:
 
 def _assert_online_serves(day: date) -> None:
     """The online store holds, for every entity, exactly the offline row in force on ``day``, stamped with it."""
-    from skewless import feast_ops
+    from skewless.ops import feast_ops
 
     store = feast_ops.feature_store()
     for view, key in (("repo_activity", "repo"), ("author_activity", "author_id")):
@@ -162,7 +162,8 @@ def _assert_online_serves(day: date) -> None:
 
 def _state(redis_client) -> dict:
     """Everything a re-run could change: Iceberg snapshots, Feast materialization intervals, every Redis key."""
-    from skewless import feast_ops, lake
+    from skewless import lake
+    from skewless.ops import feast_ops
 
     snaps = {t: lake.snapshot_id(lake.load_table(t)) for t in
              ("abukix.commits", "features.repo_activity", "features.author_activity")}
@@ -226,7 +227,8 @@ def test_backfill_builds_a_past_range_day_by_day(production, dag):
     from airflow.models.dagrun import DagRun
     from airflow.utils.session import create_session
 
-    from skewless import feast_ops, features
+    from skewless import features
+    from skewless.ops import feast_ops
 
     t0 = time.perf_counter()
     run_ids = _run_backfill_in_process(dag, date(2026, 8, 18), date(2026, 8, 19))

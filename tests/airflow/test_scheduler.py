@@ -62,7 +62,7 @@ pytestmark = [pytest.mark.airflow, pytest.mark.timeout(1200)]
 # import as a namespace package named airflow.
 pytest.importorskip("airflow.sdk")
 
-from skewless import config  # noqa: E402
+from skewless.core import config  # noqa: E402
 
 DAG_ID = "commits_features_daily"
 BACKFILL = (date(2026, 8, 18), date(2026, 8, 20))  # logical dates (interval starts), inside the sample's history
@@ -325,7 +325,8 @@ def _lake_state(dep: Deployment) -> dict:
     of the SQLite online store."""
     import pyarrow as pa
 
-    from skewless import feast_ops, lake
+    from skewless import lake
+    from skewless.ops import feast_ops
 
     state: dict = {"snapshots": {}, "rows": {}}
     for ident in TABLES:
@@ -365,7 +366,8 @@ def _same(a, b) -> bool:
 def _assert_online_serves(day: date) -> None:
     """Through Feast: every repository's online values are its Iceberg row of ``day``, stamped ``day`` 00:00 UTC;
     every author's are the author's latest row up to ``day``."""
-    from skewless import feast_ops, lake
+    from skewless import lake
+    from skewless.ops import feast_ops
 
     store = feast_ops.feature_store()
     for view, key in (("repo_activity", "repo"), ("author_activity", "author_id")):

@@ -17,7 +17,8 @@ from typing import Iterator
 import pandas as pd
 import pytest
 
-from skewless import config, features, lake
+from skewless import features, lake
+from skewless.core import config
 
 FEATURE_ENV_PREFIXES = ("SKEWLESS_", "FEAST_")
 
@@ -91,7 +92,7 @@ def online_state(p: config.Profile, day: date, entities: dict[str, list[str]]) -
     """
     from feast.online_response import TIMESTAMP_POSTFIX
 
-    from skewless import feast_ops
+    from skewless.ops import feast_ops
     from skewless.feast_ext.ttl import serving_clock
 
     store = feast_ops.feature_store(p)

@@ -16,8 +16,8 @@ from typing import Callable
 
 PRELOAD = ["feast", "feast.feature_store", "feast.infra.online_stores.redis", "feast.infra.online_stores.sqlite",
            "feast.infra.registry.sql", "feast.repo_operations", "pyiceberg.catalog.sql", "pyiceberg.table", "duckdb",
-           "pandas", "pyarrow.parquet", "redis", "sqlalchemy", "psycopg", "skewless.cli", "skewless.feast_ops",
-           "skewless.features", "skewless.ingest", "skewless.feast_ext.ttl", "skewless.feast_ext.home"]
+           "pandas", "pyarrow.parquet", "redis", "sqlalchemy", "psycopg", "skewless.cli", "skewless.ops.feast_ops",
+           "skewless.features", "skewless.lake.ingest", "skewless.feast_ext.ttl", "skewless.feast_ext.home"]
 
 _ctx = None
 

@@ -31,7 +31,8 @@ from hypothesis import strategies as st
 
 from reliability import deployment
 from reliability.servers import local_env
-from skewless import features, ingest, lake
+from skewless import features, lake
+from skewless.lake import ingest
 
 pytestmark = pytest.mark.slow
 
@@ -303,7 +304,7 @@ def built(tmp_path_factory, sample_parquet):
     pq.write_table(t.filter(pc.is_in(t["repo"], pa.array(HIST_REPOS))), subset)
     env = local_env(root / "home")
     with deployment.exported(env) as p:
-        from skewless import feast_ops
+        from skewless.ops import feast_ops
 
         ingest.ingest([subset])
         features.build(HIST_DAY, p)
@@ -371,7 +372,7 @@ def test_historical_retrieval_with_awkward_entity_rows(built, data):
     sub_us = any(pd.Timestamp(t).value % 1000 for _, t in picks)
     _HIST["examples"] += 1
     with deployment.exported(built["env"]) as p:
-        from skewless import feast_ops
+        from skewless.ops import feast_ops
 
         try:
             got = feast_ops.feature_store(p).get_historical_features(

@@ -27,7 +27,7 @@ import pytest
 from reliability import deployment, faults, procs
 from reliability.servers import local_env
 from skewless import features, lake
-from skewless.config import COMMITS_TABLE
+from skewless.core.config import COMMITS_TABLE
 
 pytestmark = pytest.mark.slow
 
@@ -67,7 +67,7 @@ def reference(tmp_path_factory, sample_parquet) -> dict[str, pa.Table]:
     """A clean run: the whole sample ingested once and built through LAST_DAY in one go."""
     env = local_env(tmp_path_factory.mktemp("clean") / "home")
     with deployment.exported(env) as p:
-        from skewless import ingest
+        from skewless.lake import ingest
 
         ingest.ingest([sample_parquet])
         features.build(LAST_DAY, p)

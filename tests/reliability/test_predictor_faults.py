@@ -53,7 +53,9 @@ def deployed(tmp_path_factory, sample_parquet):
     env.pop("MLFLOW_TRACKING_URI", None)
     try:
         with deployment.exported(env) as p:
-            from skewless import feast_ops, features, ingest
+            from skewless import features
+            from skewless.ops import feast_ops
+            from skewless.lake import ingest
 
             ingest.ingest([sample_parquet])
             features.build(LAST_DAY, p)
@@ -72,7 +74,7 @@ def _register_small_model(p) -> None:
     few weeks of the service's historical features: the faults here are about serving, not about accuracy."""
     import pandas as pd
 
-    from skewless import feast_ops
+    from skewless.ops import feast_ops
     from training import train
 
     store = feast_ops.feature_store(p)
@@ -107,7 +109,7 @@ def _numbers(resp: httpx.Response) -> list:
 
 def test_redis_restarted_empty_then_down_while_serving(deployed):
     from serving.server import BackgroundServer
-    from skewless import feast_ops
+    from skewless.ops import feast_ops
     from skewless.feast_ext.ttl import serving_clock
 
     redis = deployed["redis"]

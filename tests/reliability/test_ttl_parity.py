@@ -82,7 +82,8 @@ def _deploy(env: dict[str, str], source) -> None:
     from feast import FeatureView, Field
 
     with deployment.exported(env) as p:
-        from skewless import feast_ops, ingest
+        from skewless.ops import feast_ops
+        from skewless.lake import ingest
 
         ingest.ingest([source])
         features.build(DAY, p)
@@ -116,7 +117,7 @@ def _parity(env: dict[str, str]) -> dict[str, dict[str, int]]:
     """Per time and view: (entities compared, mismatches, online nulls). Asserts the store is a TTL store."""
     out = {}
     with deployment.exported(env) as p:
-        from skewless import feast_ops
+        from skewless.ops import feast_ops
 
         store = feast_ops.feature_store(p)
         online_store = store._get_provider().online_store
@@ -180,7 +181,7 @@ def _stock_store_serves_expired_values(env: dict[str, str]) -> None:
     from feast.protos.feast.types.Value_pb2 import Value
 
     with deployment.exported(env) as p:
-        from skewless import feast_ops
+        from skewless.ops import feast_ops
 
         store = feast_ops.feature_store(p)
         fv = store.get_feature_view(PROBE)

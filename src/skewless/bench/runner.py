@@ -36,8 +36,9 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from skewless import config
+from skewless.core import config
 from skewless.bench.data import Sizes
+from skewless.core.errors import SkewlessError
 
 HIST_VIEW = "repo_activity"
 TTL_VIEW = "repo_activity_ttl1d"
@@ -48,7 +49,7 @@ OFFLINE = {"skewless": "skewless.feast_ext.offline.IcebergOfflineStore", "stock"
 STREAMING = "skewless.feast_ext.materialize.StreamingComputeEngine"
 
 
-class BenchError(RuntimeError):
+class BenchError(SkewlessError, RuntimeError):
     """The benchmark cannot run as asked (busy Redis database, failed preparation...)."""
 
 
@@ -503,7 +504,7 @@ class Bench:
         import pyarrow.compute as pc
 
         from skewless import lake
-        from skewless.config import profile
+        from skewless.core.config import profile
 
         p = profile({"SKEWLESS_ENV": "local", "SKEWLESS_HOME": str(self.workdir / "mat")})
         t = lake.load_table("features.repo_activity", p).scan(selected_fields=(key,), limit=200_000).to_arrow()

@@ -44,7 +44,8 @@ def prepare_seed(spec: dict[str, Any]) -> dict[str, Any]:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from skewless import features, ingest, lake
+    from skewless import features, lake
+    from skewless.lake import ingest
     from skewless.bench import data
 
     sources = [Path(s) for s in spec["sources"]]
@@ -65,7 +66,8 @@ def prepare_home(spec: dict[str, Any]) -> dict[str, Any]:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from skewless import feast_ops, features, lake
+    from skewless import features, lake
+    from skewless.ops import feast_ops
     from skewless.bench import data
 
     seed = pq.read_table(spec["seed_path"])
@@ -117,7 +119,7 @@ def _wide_view(store, table, name: str):
 
     from skewless import features, lake
     from skewless.bench import data
-    from skewless.config import FEATURES_NAMESPACE
+    from skewless.core.config import FEATURES_NAMESPACE
 
     lake.create_feature_table(name, data.WIDE_SCHEMA)
     lake.load_table(f"{FEATURES_NAMESPACE}.{name}").append(data.wide_table(table))
@@ -147,7 +149,7 @@ def _entities(spec: dict[str, Any]):
 def _feature_store(spec: dict[str, Any]):
     from feast import FeatureStore
 
-    from skewless.config import FEATURE_REPO
+    from skewless.core.config import FEATURE_REPO
 
     return FeatureStore(repo_path=str(FEATURE_REPO), fs_yaml_file=Path(spec["yaml"]))
 
@@ -265,7 +267,7 @@ def ceiling(spec: dict[str, Any]) -> dict[str, Any]:
         return _cluster_ceiling(spec, fields, batches, result)
     client = _redis(spec)
     if spec["variant"] == "resp":
-        from skewless.feast_ext.materialize import RedisPipe
+        from skewless.feast_ext.redis_write import RedisPipe
 
         payloads = [(redis_format.hset_commands(k, fields, v), n) for k, v, n in batches]
         pipe = RedisPipe(client)
@@ -302,9 +304,9 @@ def _cluster_ceiling(spec: dict[str, Any], fields: list[bytes], batches: list, r
     import pyarrow as pa
     from redis.cluster import ClusterNode, RedisCluster
 
-    from skewless.config import parse_redis
+    from skewless.core.config import parse_redis
     from skewless.feast_ext import redis_format
-    from skewless.feast_ext.materialize import RedisPipe
+    from skewless.feast_ext.redis_write import RedisPipe
     from skewless.feast_ext.redis_cluster import SlotRouter
 
     target = parse_redis(spec["cluster"])

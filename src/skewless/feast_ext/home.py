@@ -17,7 +17,7 @@ from feast.infra.registry.file import FileRegistryStore
 from feast.repo_config import RegistryConfig
 from pydantic import model_validator
 
-from skewless.config import profile
+from skewless.core.config import profile
 from skewless.feast_ext.ttl import TtlOnlineReadMixin
 
 
@@ -27,7 +27,7 @@ def _home_path(relative: str) -> Path:
         raise ValueError(
             f"SKEWLESS_ENV={p.name} but Feast loaded the local profile's feature_store.yaml; point Feast at "
             f"{p.feature_store_yaml} (`eval \"$(skewless env)\"` sets FEAST_FS_YAML_FILE_PATH) or use "
-            "skewless.feast_ops.feature_store()"
+            "skewless.ops.feast_ops.feature_store()"
         )
     path = Path(relative)
     return path if path.is_absolute() else p.home / path

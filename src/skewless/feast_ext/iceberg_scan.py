@@ -63,13 +63,13 @@ def load_table(source: "IcebergSource") -> "Table":
 
 
 def pinned_snapshot_id(table: "Table", identifier: str) -> int | None:
-    """The snapshot to read: the one pinned for ``identifier`` through :mod:`skewless.snapshots`, else the current.
+    """The snapshot to read: the one pinned for ``identifier`` through :mod:`skewless.lake.snapshots`, else the current.
 
     The snapshot is chosen once per scan, so every file of one retrieval comes from the same snapshot even if a
-    writer commits meanwhile; the read is reported to an enclosing ``skewless.snapshots.pinned_snapshots`` block.
+    writer commits meanwhile; the read is reported to an enclosing ``skewless.lake.snapshots.pinned_snapshots`` block.
     """
     try:
-        from skewless.snapshots import snapshot_to_read
+        from skewless.lake.snapshots import snapshot_to_read
     except ImportError:  # the module is optional for this store: without it, read the current snapshot
         snap = table.current_snapshot()
         return snap.snapshot_id if snap else None

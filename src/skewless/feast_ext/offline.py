@@ -387,7 +387,7 @@ class IcebergRetrievalJob(RetrievalJob):
 class IcebergOfflineStore(DuckDBOfflineStore):
     """Feast's DuckDB offline store with fast, pushed-down reads of ``IcebergSource`` (see the module docstring)."""
 
-    #: Iceberg scans read the snapshot :func:`skewless.snapshots.snapshot_to_read` chooses (pins honoured).
+    #: Iceberg scans read the snapshot :func:`skewless.lake.snapshots.snapshot_to_read` chooses (pins honoured).
     honours_snapshot_pins = True
 
     @staticmethod

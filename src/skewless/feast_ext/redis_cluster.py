@@ -1,14 +1,14 @@
 """The Redis Cluster side of skewless's Redis paths: slot routing, one pipeline per master, errors naming the node.
 
 Selected by Feast's own setting, ``redis_type: redis_cluster`` (``SKEWLESS_REDIS=redis_cluster://h1:p1,h2:p2``, see
-:func:`skewless.config.parse_redis`). The keys are Feast's, byte for byte (no hash tag is added): a key lives in
+:func:`skewless.core.config.parse_redis`). The keys are Feast's, byte for byte (no hash tag is added): a key lives in
 slot ``CRC16(key) mod 16384`` (of its ``{...}`` part if it has one, Redis's rule, :func:`redis.crc.key_slot`), on the
 master serving that slot. So Feast's stock ``RedisOnlineStore`` with ``redis_type: redis_cluster`` reads what
 skewless writes and the other way round (``tests/test_redis_cluster.py`` checks both directions).
 
 * Writes (:class:`ClusterHashWriter`): each batch's keys are encoded column-wise once, their slots computed, the rows
   grouped by master, and every group written by the single-Redis
-  :class:`~skewless.feast_ext.materialize.RedisHashWriter` on a connection of its own to that master: pre-encoded
+  :class:`~skewless.feast_ext.redis_write.RedisHashWriter` on a connection of its own to that master: pre-encoded
   pipelines, sent to each master without waiting for the others' replies.
 * Reads (:func:`read_hash_fields`): the HMGETs of one call grouped by master, every group sent as one pre-encoded
   pipeline before any reply is read, replies parsed by hiredis and put back in the caller's order; a read that meets
@@ -17,7 +17,7 @@ skewless writes and the other way round (``tests/test_redis_cluster.py`` checks 
 A master that fails (connection refused or cut, ``CLUSTERDOWN``) or slots that move (``MOVED``/``ASK`` during a
 resharding or failover) end the call with :class:`ClusterNodeError`, which names the master and what to do. Writes
 are idempotent: a rerun once the cluster is healthy completes the load (``skewless materialize`` also reloads a
-view from the start when a master came back empty, :func:`skewless.feast_ops._online_lost`).
+view from the start when a master came back empty, :func:`skewless.ops.feast_ops._online_lost`).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import numpy as np
 import pyarrow as pa
 
 from skewless.feast_ext import redis_format
+from skewless.core.errors import SkewlessError
 
 if TYPE_CHECKING:
     from feast.feature_view import FeatureView
@@ -41,7 +42,7 @@ SLOTS = 16384
 _LOCK = threading.Lock()
 
 
-class ClusterNodeError(RuntimeError):
+class ClusterNodeError(SkewlessError, RuntimeError):
     """A Redis Cluster master failed or the cluster changed under a write or read; the message says what to do."""
 
 
@@ -143,7 +144,7 @@ class SlotRouter:
 
 
 class ClusterHashWriter:
-    """:class:`~skewless.feast_ext.materialize.RedisHashWriter` for a Redis Cluster: rows grouped by master, one
+    """:class:`~skewless.feast_ext.redis_write.RedisHashWriter` for a Redis Cluster: rows grouped by master, one
     writer (connection, overlapped pipelines, Feast's write rule) per master; errors name the master."""
 
     def __init__(self, client: Any, config: "RepoConfig", fv: "FeatureView", join_key_types: dict[str, "ValueType"],
@@ -159,7 +160,7 @@ class ClusterHashWriter:
         return f"materializing {self.view}"
 
     def _writer(self, i: int):
-        from skewless.feast_ext.materialize import RedisHashWriter
+        from skewless.feast_ext.redis_write import RedisHashWriter
 
         w = self.writers[i]
         if w is None:
@@ -256,7 +257,7 @@ def read_hash_fields(owner: Any, client: Any, commands: List[Tuple[bytes, List[U
 
 def _read(owner: Any, client: Any, commands: List[Tuple[bytes, List[Union[str, bytes]]]]
           ) -> List[List[Optional[bytes]]]:
-    from skewless.feast_ext.materialize import RedisPipe
+    from skewless.feast_ext.redis_write import RedisPipe
     from skewless.feast_ext.redis_format import hmget_commands
 
     manager = client.nodes_manager

@@ -6,7 +6,7 @@ import pyarrow as pa
 from feast import Field
 from feast.types import Float64, Int64, String
 
-from skewless.features import FeatureTable
+from skewless.features.definitions import FeatureTable
 
 _FEAST_TYPES = {pa.int64(): Int64, pa.float64(): Float64, pa.string(): String}
 

@@ -153,7 +153,7 @@ class TtlRedisOnlineStore(TtlOnlineReadMixin, RedisOnlineStore):
     """Feast's Redis online store; reads honour the view's TTL (see the module docstring).
 
     Reads send their HMGETs as one pre-encoded pipeline whose replies hiredis parses off the socket
-    (:func:`skewless.feast_ext.materialize.pipeline`, the materialization engine's connection handling) instead of
+    (:func:`skewless.feast_ext.redis_write.pipeline`, the materialization engine's connection handling) instead of
     redis-py's per-command pipeline, on a connection each reading thread keeps; the replies are the same lists of
     bytes/None. In a Redis Cluster the HMGETs are grouped by master, one pipeline each
     (:mod:`skewless.feast_ext.redis_cluster`). Sentinel, the GLIDE client and RESP3 connections keep Feast's read.
@@ -174,7 +174,7 @@ class TtlRedisOnlineStore(TtlOnlineReadMixin, RedisOnlineStore):
             return []
         import redis
 
-        from skewless.feast_ext.materialize import pipeline
+        from skewless.feast_ext.redis_write import pipeline
         from skewless.feast_ext.redis_format import hmget_commands
 
         payload, conn = hmget_commands(commands), self._read_connection(client)

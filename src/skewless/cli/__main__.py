@@ -1,0 +1,5 @@
+"""``python -m skewless.cli``: the same command as ``skewless``."""
+
+from skewless.cli import main
+
+main()
