@@ -177,9 +177,8 @@ def historical(spec: dict[str, Any]) -> dict[str, Any]:
 
 def _raw_asof(spec: dict[str, Any]) -> Callable[[Any], Any]:
     """The limit: DuckDB alone, one ASOF JOIN over the table's Parquet files (listed by pyiceberg), TTL as a CASE."""
-    import duckdb
-
     from skewless import lake
+    from skewless.core.days import utc_duckdb
     from skewless.feast_ext.iceberg_scan import quote
 
     table = lake.load_table(spec["table"])
@@ -196,8 +195,7 @@ def _raw_asof(spec: dict[str, Any]) -> Callable[[Any], Any]:
            f"ON e.{quote(key)} = f.{quote(key)} AND e.event_timestamp >= f.event_timestamp")
 
     def run(df):
-        con = duckdb.connect()
-        con.execute("SET TimeZone = 'UTC'")
+        con = utc_duckdb()
         con.register("entity_df", df)
         try:
             return con.sql(sql).df()
@@ -237,9 +235,8 @@ def ceiling(spec: dict[str, Any]) -> dict[str, Any]:
     read with the streaming engine's reader (what Redis and one client connection can take). ``redis-py``: the same commands through redis-py's
     pipeline (``execute_command``), 10k per round trip.
     """
-    import duckdb
-
     from skewless import lake
+    from skewless.core.days import utc_duckdb
     from skewless.feast_ext import redis_format
     from skewless.feast_ext.iceberg_scan import quote
 
@@ -248,8 +245,7 @@ def ceiling(spec: dict[str, Any]) -> dict[str, Any]:
     table = lake.load_table(spec["table"])
     files = [t.file.file_path.removeprefix("file://") for t in table.scan().plan_files()]
     key = spec["entity"]
-    con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
+    con = utc_duckdb()
     latest = con.sql(f"SELECT * FROM read_parquet({files!r}) QUALIFY row_number() OVER "
                      f"(PARTITION BY {quote(key)} ORDER BY event_timestamp DESC) = 1").to_arrow_table()
     from feast.infra.online_stores.helpers import _mmh3

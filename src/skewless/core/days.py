@@ -1,8 +1,13 @@
-"""What day a scheduled run works on: the one rule both DAGs (``dags/``) apply to their data interval."""
+"""Days and instants: what day a scheduled run works on (the one rule both DAGs apply to their data interval), and
+the UTC DuckDB session every day computation runs in."""
 
 from __future__ import annotations
 
 from datetime import date, datetime, timezone
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import duckdb
 
 
 def interval_day(data_interval_end: datetime | None) -> date:
@@ -13,3 +18,12 @@ def interval_day(data_interval_end: datetime | None) -> date:
         # at trigger time (not the interval of that date: a past day is re-run by clearing or backfilling it).
         raise ValueError("this run has no data interval; trigger it with a logical date, or backfill the day")
     return data_interval_end.astimezone(timezone.utc).date()
+
+
+def utc_duckdb(database: str = ":memory:") -> "duckdb.DuckDBPyConnection":
+    """A new DuckDB connection whose session time zone is UTC, so that days and instants mean UTC everywhere."""
+    import duckdb
+
+    con = duckdb.connect(database)
+    con.execute("SET TimeZone = 'UTC'")
+    return con

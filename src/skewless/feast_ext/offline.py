@@ -95,10 +95,9 @@ class IcebergOfflineStoreConfig(DuckDBOfflineStoreConfig):
 
 def connect(cfg: Any = None) -> "duckdb.DuckDBPyConnection":
     """A fresh in-memory DuckDB connection set up for point-in-time work (UTC session time zone)."""
-    import duckdb
+    from skewless.core.days import utc_duckdb
 
-    con = duckdb.connect(":memory:")
-    con.execute("SET TimeZone = 'UTC'")
+    con = utc_duckdb()
     threads = getattr(cfg, "duckdb_threads", None)
     memory = getattr(cfg, "duckdb_memory_limit", None)
     temp = getattr(cfg, "duckdb_temp_directory", None) or os.path.join(tempfile.gettempdir(), "skewless-duckdb")

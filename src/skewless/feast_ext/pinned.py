@@ -57,6 +57,16 @@ def _read_data_source(data_source: "DataSource", repo_path: str) -> "IbisTable":
     return feast_duckdb._read_data_source(data_source, repo_path)
 
 
+def _ibis_io(config) -> dict[str, Any]:
+    """The reader, writer and staging arguments every ibis helper of Feast's DuckDB store takes, with the reader
+    replaced by the pin-honouring one."""
+    from feast.infra.offline_stores import duckdb as feast_duckdb
+
+    return dict(data_source_reader=_read_data_source, data_source_writer=feast_duckdb._write_data_source,
+                staging_location=config.offline_store.staging_location,
+                staging_location_endpoint_override=config.offline_store.staging_location_endpoint_override)
+
+
 class PinnedDuckDBOfflineStoreConfig(DuckDBOfflineStoreConfig):
     """Config of :class:`PinnedDuckDBOfflineStore` (same options as Feast's ``duckdb`` offline store)."""
 
@@ -80,26 +90,20 @@ class PinnedDuckDBOfflineStore(DuckDBOfflineStore):
         return get_historical_features_ibis(
             config=config, feature_views=feature_views, feature_refs=feature_refs, entity_df=entity_df,
             registry=registry, project=project, full_feature_names=full_feature_names,
-            data_source_reader=_read_data_source, data_source_writer=feast_duckdb._write_data_source,
-            staging_location=config.offline_store.staging_location,
-            staging_location_endpoint_override=config.offline_store.staging_location_endpoint_override,
-            filter_by_created_timestamp=filter_by_created_timestamp,
+            filter_by_created_timestamp=filter_by_created_timestamp, **_ibis_io(config),
         )
 
     @staticmethod
     def pull_latest_from_table_or_query(config, data_source, join_key_columns, feature_name_columns,
                                         timestamp_field, created_timestamp_column, start_date, end_date):
         """Same as the DuckDB store's, with the pin-honouring Iceberg reader."""
-        from feast.infra.offline_stores import duckdb as feast_duckdb
         from feast.infra.offline_stores.ibis import pull_latest_from_table_or_query_ibis
 
         return pull_latest_from_table_or_query_ibis(
             config=config, data_source=data_source, join_key_columns=join_key_columns,
             feature_name_columns=feature_name_columns, timestamp_field=timestamp_field,
             created_timestamp_column=created_timestamp_column, start_date=start_date, end_date=end_date,
-            data_source_reader=_read_data_source, data_source_writer=feast_duckdb._write_data_source,
-            staging_location=config.offline_store.staging_location,
-            staging_location_endpoint_override=config.offline_store.staging_location_endpoint_override,
+            **_ibis_io(config),
         )
 
     @staticmethod
@@ -107,16 +111,13 @@ class PinnedDuckDBOfflineStore(DuckDBOfflineStore):
                                      timestamp_field, created_timestamp_column=None, start_date=None,
                                      end_date=None):
         """Same as the DuckDB store's, with the pin-honouring Iceberg reader."""
-        from feast.infra.offline_stores import duckdb as feast_duckdb
         from feast.infra.offline_stores.ibis import pull_all_from_table_or_query_ibis
 
         return pull_all_from_table_or_query_ibis(
             config=config, data_source=data_source, join_key_columns=join_key_columns,
             feature_name_columns=feature_name_columns, timestamp_field=timestamp_field,
             created_timestamp_column=created_timestamp_column, start_date=start_date, end_date=end_date,
-            data_source_reader=_read_data_source, data_source_writer=feast_duckdb._write_data_source,
-            staging_location=config.offline_store.staging_location,
-            staging_location_endpoint_override=config.offline_store.staging_location_endpoint_override,
+            **_ibis_io(config),
         )
 
 

@@ -29,6 +29,7 @@ import pyarrow as pa
 
 from skewless import lake
 from skewless.core.config import FEATURES_NAMESPACE, Profile, profile
+from skewless.core.days import utc_duckdb
 from skewless.features.definitions import FeatureTable, TABLES
 
 if TYPE_CHECKING:
@@ -55,11 +56,8 @@ def _naive(ts: datetime) -> datetime:
 
 
 def connect() -> "duckdb.DuckDBPyConnection":
-    import duckdb
-
-    con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
-    return con
+    """The UTC DuckDB session the feature SQL runs in."""
+    return utc_duckdb()
 
 
 def commits_arrow(commits_table, snapshot_id: int | None = None, event_time: str = "committed_at") -> pa.Table:

@@ -36,6 +36,7 @@ import pyarrow.parquet as pq
 
 from skewless import lake
 from skewless.core.config import COMMITS_TABLE, QUARANTINE_TABLE, profile
+from skewless.core.days import utc_duckdb
 from skewless.core.errors import SkewlessError
 
 if TYPE_CHECKING:
@@ -319,17 +320,9 @@ def _instant(us: int) -> str:
         return f"{us} microseconds from 1970-01-01"
 
 
-def _utc_con():
-    import duckdb
-
-    con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
-    return con
-
-
 def _dedupe_within(t: pa.Table, source: str) -> tuple[pa.Table, list[tuple[str, str]]]:
     """Exact duplicate rows dropped, and the keys that carry two different commits (left in place)."""
-    con = _utc_con()
+    con = utc_duckdb()
     con.register("t", t)
     conflicts = con.execute(
         "SELECT repo, sha FROM (SELECT DISTINCT * EXCLUDE (languages), list_sort(languages)::VARCHAR AS l FROM t) "
@@ -439,7 +432,7 @@ def _stored_rows(table, repos: list[str]) -> pa.Table:
 def _differences(incoming: pa.Table, stored: pa.Table) -> tuple[pa.Table, pa.Table]:
     """(incoming rows whose key is not stored, incoming rows whose key is stored with other values + a ``_diff``
     column listing those columns). Incoming rows equal to the stored ones are in neither."""
-    con = _utc_con()
+    con = utc_duckdb()
     con.register("inc", incoming)
     con.register("st", stored)
     new = con.sql("SELECT * FROM inc ANTI JOIN st USING (repo, sha) ORDER BY repo, committed_at").to_arrow_table()
@@ -601,7 +594,7 @@ def ingest(sources: Sequence[Path | str], show_progress: bool = False, name: str
                                                                    tagged["sha"].to_pylist())], pa.bool_())
             tagged = tagged.filter(keep)
         # one row per key (exact duplicates across sources): the first source's
-        con = _utc_con()
+        con = utc_duckdb()
         con.register("t", tagged)
         tagged = con.sql("SELECT * FROM t QUALIFY row_number() OVER (PARTITION BY repo, sha ORDER BY _src) = 1"
                          ).to_arrow_table()

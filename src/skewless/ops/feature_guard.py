@@ -145,6 +145,9 @@ def _child_main(mode: str, out: str, *trees: str) -> None:
     results = []
     for i, tree in enumerate(trees):
         repo, src = Path(tree) / "feature_repo", Path(tree) / "src"
+        # Each tree imports its OWN skewless (a revision may lay the package out differently): forget any loaded one.
+        for name in [m for m in sys.modules if m == "skewless" or m.startswith("skewless.")]:
+            del sys.modules[name]
         sys.path[:0] = [str(repo), str(src)]
         importlib.invalidate_caches()
         os.chdir(repo)
