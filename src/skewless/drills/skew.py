@@ -12,23 +12,19 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import Callable
 
 import numpy as np
 import pandas as pd
 
 from skewless.core import config
-
-if TYPE_CHECKING:
-    from feast import FeatureStore
+from skewless.ops.distribution import KS_ALPHA, KS_MIN_STATISTIC, PSI_ALERT, DistributionCheck, distribution_checks
+from skewless.ops.online import (AGE_PREFIX, DEFAULT_TZ_OFFSET_HOURS, OnlineReader, Skew, SkewedReader, SkewError,
+                                 honest_reader)
 
 log = logging.getLogger(__name__)
-
-from skewless.ops.distribution import KS_ALPHA, KS_MIN_STATISTIC, PSI_ALERT, DistributionCheck, distribution_checks
-from skewless.ops.online import (AGE_PREFIX, DEFAULT_TZ_OFFSET_HOURS, MODES, OnlineReader, Skew, SkewedReader,
-                                 SkewError, honest_reader)
 
 # --- the drill -----------------------------------------------------------------------------------------------------
 

@@ -44,7 +44,6 @@ import logging
 from datetime import date, datetime, timezone
 from typing import TYPE_CHECKING, Any, Iterable, Literal, Optional
 
-import numpy as np
 import pyarrow as pa
 from feast.batch_feature_view import BatchFeatureView
 from feast.feature_view import FeatureView
@@ -59,10 +58,6 @@ from skewless.core import terminal
 from skewless.feast_ext import redis_format
 from skewless.feast_ext.redis_write import RedisHashWriter
 
-try:  # hiredis comes with feast[redis]; without it replies go through redis-py
-    import hiredis as _hiredis
-except ImportError:  # pragma: no cover
-    _hiredis = None
 
 if TYPE_CHECKING:
     from feast.repo_config import RepoConfig

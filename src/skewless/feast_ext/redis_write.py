@@ -16,6 +16,11 @@ from feast.value_type import ValueType
 
 from skewless.feast_ext import redis_format
 
+try:  # hiredis comes with feast[redis]; without it replies go through redis-py
+    import hiredis as _hiredis
+except ImportError:  # pragma: no cover
+    _hiredis = None
+
 if TYPE_CHECKING:
     from feast.repo_config import RepoConfig
 

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Callable
 import pyarrow as pa
 
 from skewless import lake
-from skewless.core.config import FEATURES_NAMESPACE, Profile, profile
+from skewless.core.config import Profile, profile
 from skewless.core.days import utc_duckdb
 from skewless.features.definitions import FeatureTable, TABLES
 

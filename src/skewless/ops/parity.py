@@ -76,12 +76,12 @@ def check(sample: int | None = 200, seed: int = 0, p: Profile | None = None, sto
         rows = [{key: e} for e in entities]
         with serving_clock(as_of):  # online and offline at the same time (TTL expiry included)
             if online_reader is None:
-                online = store.get_online_features(features=refs, entity_rows=rows).to_df()
+                online_df = store.get_online_features(features=refs, entity_rows=rows).to_df()
             else:
-                online = pd.DataFrame(online_reader(store, refs, rows))
+                online_df = pd.DataFrame(online_reader(store, refs, rows))
         entity_df = pd.DataFrame({key: entities, "event_timestamp": pd.Timestamp(as_of)})
         offline = store.get_historical_features(entity_df=entity_df, features=refs).to_df()
-        on = online.set_index(key)[names]
+        on = online_df.set_index(key)[names]
         off = offline.set_index(key)[names]
         res = ViewParity(fv.name, as_of, len(entities))
         for e in entities:
