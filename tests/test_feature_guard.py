@@ -33,7 +33,7 @@ def _plant(tree: Path, relpath: str, old: str, new: str) -> None:
 
 
 # Planted changes, each in its own copy of the project tree: (file, old text, new text), applied in order.
-RENAME = [("src/skewless/features/__init__.py", 'Feature("commits_last_7d"', 'Feature("commits_7d"')]
+RENAME = [("src/skewless/features/definitions.py", 'Feature("commits_last_7d"', 'Feature("commits_7d"')]
 RETYPE = [
     ("feature_repo/repo_features.py", "    schema=fields_of(REPO_ACTIVITY),",
      "    schema=[Field(name=f.name, dtype=Float64 if f.name == 'commits_last_30d' else f.dtype)\n"

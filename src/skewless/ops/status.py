@@ -61,7 +61,7 @@ class Status:
 def _table_state(cat, identifier: str, p: Profile) -> TableState:
     from pyiceberg.exceptions import NoSuchTableError
 
-    from skewless.ops.feast_ops import ONLINE_SNAPSHOT
+    from skewless.features import ONLINE_SNAPSHOT
 
     try:
         t = cat.load_table(identifier)
