@@ -34,6 +34,9 @@ Environment variables (all optional)
                        that Feast's offline store runs on. ``spark`` reads ``feature_store.spark.yaml`` (local) or
                        ``feature_store.production.spark.yaml``: same definitions, same Iceberg tables (ADR 0008).
 ``SKEWLESS_SPARK_MASTER``  Spark master of the ``spark`` engine (default ``local[*]``).
+``SKEWLESS_NATS``      production only: the NATS server (JetStream) holding pushed commit events (default
+                       ``nats://127.0.0.1:4222``); the local profile keeps them in a SQLite log in SKEWLESS_HOME.
+``SKEWLESS_STREAM``    name of the commit-event stream (JetStream stream / local log; default ``SKEWLESS_COMMITS``).
 ``SKEWLESS_SERVING_SKEW``  DRILL ONLY, unset in normal operation: injects a serving-side skew into the online read
                        path (``window_edge`` | ``timezone[:<UTC offset hours>]``); see :mod:`skewless.drills.skew`.
 """
@@ -41,6 +44,7 @@ Environment variables (all optional)
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
@@ -53,6 +57,9 @@ DEFAULT_SPARK_MASTER = "local[*]"
 DEFAULT_HOME = "~/.skewless"
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/skewless"
 DEFAULT_REDIS = "127.0.0.1:6379,db=0"
+DEFAULT_NATS = "nats://127.0.0.1:4222"
+#: The JetStream stream of commit events (production) and the local log's name; SKEWLESS_STREAM overrides it.
+DEFAULT_STREAM = "SKEWLESS_COMMITS"
 
 #: The project root (``feature_repo/`` lives here). Computed, not read from the working directory.
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
@@ -157,6 +164,20 @@ class Profile:
     extra: Mapping[str, str] = field(default_factory=dict)
     engine: str = "duckdb"
     spark_master: str = DEFAULT_SPARK_MASTER
+    nats_url: str | None = None
+    stream: str = DEFAULT_STREAM
+
+    # --- commit events (the fresh path, ADR 0015) ------------------------------------------------------------
+    @property
+    def event_broker(self) -> str:
+        """Where pushed commit events wait for the stream processor: ``nats`` (JetStream, production) or
+        ``sqlite`` (an append-only log file inside ``SKEWLESS_HOME``, local)."""
+        return "nats" if self.name == "production" else "sqlite"
+
+    @property
+    def event_log_path(self) -> Path:
+        """The local profile's event log (SQLite, append-only)."""
+        return self.home / "events" / f"{self.stream}.sqlite"
 
     # --- lakehouse -------------------------------------------------------------------------------------------
     @property
@@ -189,12 +210,14 @@ class Profile:
             "SKEWLESS_HOME": str(self.home),
             "FEAST_FS_YAML_FILE_PATH": str(self.feature_store_yaml),
             "SKEWLESS_ENGINE": self.engine,
+            "SKEWLESS_STREAM": self.stream,
         }
         if self.engine == "spark":
             env["SKEWLESS_SPARK_MASTER"] = self.spark_master
         if self.name == "production":
             env["SKEWLESS_PG_URL"] = self.pg_url or ""
             env["SKEWLESS_REDIS"] = self.redis or ""
+            env["SKEWLESS_NATS"] = self.nats_url or ""
             target = self.redis_target
             # What the production yaml reads (Feast's redis_type and connection_string), derived, never read back.
             env["SKEWLESS_REDIS_TYPE"] = target.redis_type if target else "redis"
@@ -228,6 +251,10 @@ def profile(environ: Mapping[str, str] | None = None) -> Profile:
     if engine not in ENGINES:
         raise ProfileError(f"SKEWLESS_ENGINE={engine!r} is not an engine; choose one of {', '.join(ENGINES)}")
     compute = {"engine": engine, "spark_master": env.get("SKEWLESS_SPARK_MASTER") or DEFAULT_SPARK_MASTER}
+    stream = (env.get("SKEWLESS_STREAM") or DEFAULT_STREAM).strip()
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", stream):
+        raise ProfileError(f"SKEWLESS_STREAM={stream!r} is not a stream name: use letters, digits, '_' and '-'")
+    compute["stream"] = stream
     if name == "production":
         redis = (env.get("SKEWLESS_REDIS") or "").strip() or DEFAULT_REDIS
         parse_redis(redis)  # a malformed value fails here, naming the problem, not deep inside Feast or redis-py
@@ -236,6 +263,7 @@ def profile(environ: Mapping[str, str] | None = None) -> Profile:
             home=home,
             pg_url=env.get("SKEWLESS_PG_URL") or DEFAULT_PG_URL,
             redis=redis,
+            nats_url=(env.get("SKEWLESS_NATS") or "").strip() or DEFAULT_NATS,
             **compute,
         )
     return Profile(name=name, home=home, **compute)

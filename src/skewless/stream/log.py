@@ -1,0 +1,148 @@
+"""The durable, replayable log of commit events between the intake and the stream processor (ADR 0015).
+
+Two implementations of one interface, :class:`EventLog`:
+
+* :class:`SqliteEventLog` (local profile): an append-only SQLite file inside ``SKEWLESS_HOME`` — no server.
+* :class:`skewless.stream.nats_log.NatsEventLog` (production): a NATS JetStream stream with a durable pull consumer
+  and explicit acknowledgements.
+
+Both give the processor the same guarantees: an event published is durable when :meth:`EventLog.publish` returns;
+:meth:`EventLog.fetch` hands out the events not yet acknowledged, each with a sequence number that stays the same
+when the event is delivered again (after a crash, before its acknowledgement); an acknowledged event is never
+delivered again; a publish retried with the same ``event_id`` is stored once.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+if TYPE_CHECKING:
+    from skewless.core.config import Profile
+
+#: How long one publish or fetch waits for a locked SQLite log before it fails.
+SQLITE_BUSY_MS = 30_000
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """One event handed to the processor: the log's sequence number (stable across redeliveries) and the event."""
+
+    seq: int
+    event: dict[str, Any]
+
+
+def encode(event: dict[str, Any]) -> bytes:
+    return json.dumps(event, separators=(",", ":"), sort_keys=True).encode()
+
+
+def decode(body: bytes) -> dict[str, Any]:
+    return json.loads(body)
+
+
+def subject_token(repo: str) -> str:
+    """A NATS subject token naming a repository (``owner/name`` → ``owner~name``; dots become ``~~``): each
+    repository has its own subject, the unit of partitioning."""
+    return repo.replace("~", "~7e").replace(".", "~2e").replace("/", "~")
+
+
+class EventLog:
+    """The interface of an event log (see the module docstring)."""
+
+    #: What the log is, for messages ("SQLite log /path", "JetStream stream X on nats://...").
+    where: str = ""
+
+    def publish(self, events: Sequence[dict[str, Any]]) -> None:
+        """Append events (each with a unique ``event_id`` and a ``repo``); durable when this returns."""
+        raise NotImplementedError
+
+    def fetch(self, max_events: int = 10_000, timeout: float = 0.5) -> list[Delivered]:
+        """Up to ``max_events`` unacknowledged events, oldest first; ``[]`` when none came within ``timeout`` s."""
+        raise NotImplementedError
+
+    def ack(self, delivered: Sequence[Delivered]) -> None:
+        """Acknowledge processed events: they are never delivered again."""
+        raise NotImplementedError
+
+    def pending(self) -> int:
+        """Events published and not yet acknowledged."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "EventLog":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class SqliteEventLog(EventLog):
+    """The local profile's log: an append-only SQLite table (WAL, synchronous=FULL) and a table of acknowledged
+    sequence numbers. One consumer (the processor); any number of publishers, in any processes."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.where = f"SQLite log {self.path}"
+        self._con = sqlite3.connect(self.path, timeout=SQLITE_BUSY_MS / 1000, isolation_level=None,
+                                    check_same_thread=False)
+        self._con.execute("PRAGMA journal_mode=WAL")
+        self._con.execute("PRAGMA synchronous=FULL")
+        self._con.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")
+        self._con.execute("CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
+                          "event_id TEXT NOT NULL UNIQUE, subject TEXT NOT NULL, body BLOB NOT NULL)")
+        self._con.execute("CREATE TABLE IF NOT EXISTS acked (seq INTEGER PRIMARY KEY)")
+
+    def publish(self, events: Sequence[dict[str, Any]]) -> None:
+        rows = [(e["event_id"], subject_token(e["repo"]), encode(e)) for e in events]
+        with self._tx():
+            self._con.executemany("INSERT OR IGNORE INTO events (event_id, subject, body) VALUES (?, ?, ?)", rows)
+
+    def fetch(self, max_events: int = 10_000, timeout: float = 0.5) -> list[Delivered]:
+        deadline = time.monotonic() + timeout
+        while True:
+            rows = self._con.execute(
+                "SELECT seq, body FROM events WHERE seq NOT IN (SELECT seq FROM acked) ORDER BY seq LIMIT ?",
+                (int(max_events),)).fetchall()
+            if rows or time.monotonic() >= deadline:
+                return [Delivered(seq, decode(body)) for seq, body in rows]
+            time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+
+    def ack(self, delivered: Sequence[Delivered]) -> None:
+        with self._tx():
+            self._con.executemany("INSERT OR IGNORE INTO acked (seq) VALUES (?)", [(d.seq,) for d in delivered])
+
+    def pending(self) -> int:
+        return self._con.execute(
+            "SELECT count(*) FROM events WHERE seq NOT IN (SELECT seq FROM acked)").fetchone()[0]
+
+    def close(self) -> None:
+        self._con.close()
+
+    def _tx(self):
+        con = self._con
+
+        class _Tx:
+            def __enter__(self):
+                con.execute("BEGIN IMMEDIATE")
+
+            def __exit__(self, exc_type, *rest):
+                con.execute("ROLLBACK" if exc_type else "COMMIT")
+
+        return _Tx()
+
+
+def open_log(p: "Profile") -> EventLog:
+    """The event log of profile ``p``: JetStream in production, the SQLite log locally."""
+    if p.event_broker == "nats":
+        from skewless.stream.nats_log import NatsEventLog
+
+        assert p.nats_url is not None
+        return NatsEventLog(p.nats_url, p.stream)
+    return SqliteEventLog(p.event_log_path)
