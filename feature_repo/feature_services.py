@@ -6,6 +6,8 @@ A change that removes, renames or retypes a feature of a service in use gets a n
 from feast import FeatureService
 
 from author_features import author_activity_fv
+from live_features import repo_activity_live_fv
+from skewless.features.definitions import NEXT_WEEK_COMMITS_LIVE_SERVICE
 from repo_features import repo_activity_fv
 
 next_week_commits_v1 = FeatureService(
@@ -22,4 +24,12 @@ author_profile_v1 = FeatureService(
     description="Author activity profile (personal data: restricted).",
     owner="platform@skewless.dev",
     tags={"pii": "pseudonymous"},
+)
+
+next_week_commits_live_v1 = FeatureService(
+    name=NEXT_WEEK_COMMITS_LIVE_SERVICE,
+    features=[repo_activity_live_fv],
+    description="Fresh features of the next-week-commits model: a repository's activity up to the request instant.",
+    owner="ml@skewless.dev",
+    tags={"model": "next_week_commits_live"},
 )

@@ -69,6 +69,8 @@ FEATURE_REPO = PROJECT_ROOT / "feature_repo"
 COMMITS_TABLE = "abukix.commits"
 #: Rows that ``skewless ingest --skip-invalid`` set aside: the row, its source, the rule it broke and when.
 QUARANTINE_TABLE = "abukix.commits_quarantine"
+#: Every commit event the stream processor applied, with the instant it became known (ADR 0016).
+COMMIT_EVENTS_TABLE = "abukix.commit_events"
 FEATURES_NAMESPACE = "features"
 
 #: Tag of an MLflow run / registered model version naming the Feast feature service it was trained on: training

@@ -18,6 +18,7 @@ from feast.repo_config import RegistryConfig
 from pydantic import model_validator
 
 from skewless.core.config import profile
+from skewless.feast_ext.live import LiveReadMixin
 from skewless.feast_ext.ttl import TtlOnlineReadMixin
 
 
@@ -66,7 +67,7 @@ def _sqlite_timestamp(val: bytes) -> datetime:
     return datetime.fromtimestamp(int(text)) if text.lstrip("-").isdigit() else datetime.fromisoformat(text)
 
 
-class HomeSqliteOnlineStore(TtlOnlineReadMixin, SqliteOnlineStore):
+class HomeSqliteOnlineStore(LiveReadMixin, TtlOnlineReadMixin, SqliteOnlineStore):
     """Feast's SQLite online store whose reads honour the view's TTL like offline reads
     (:mod:`skewless.feast_ext.ttl`); the config resolves its path."""
 

@@ -54,6 +54,7 @@ from feast.repo_config import RepoConfig
 from feast.saved_dataset import SavedDatasetStorage
 
 from skewless.feast_ext.iceberg_scan import IcebergScan, quote, timestamp_bounds_filter
+from skewless.feast_ext.live import historical_sql, live_table
 
 if TYPE_CHECKING:
     import duckdb
@@ -407,6 +408,9 @@ class IcebergOfflineStore(DuckDBOfflineStore):
                              "start_date/end_date alone is not supported")
         if kwargs:
             raise TypeError(f"unexpected arguments {sorted(kwargs)}")
+        if any(live_table(fv.name) for fv in feature_views):
+            return _with_live_views(config, feature_views, feature_refs, entity_df, registry, project,
+                                    full_feature_names, filter_by_created)
         odfvs = OnDemandFeatureView.get_requested_odfvs(feature_refs, project, registry)
         stock = (filter_by_created or not feature_views
                  or not all(_is_iceberg(fv.batch_source) for fv in feature_views)
@@ -513,6 +517,95 @@ class IcebergOfflineStore(DuckDBOfflineStore):
         iceberg.append(rows)
         if progress:
             progress(rows.num_rows)
+
+
+# --- live views (ADR 0016) -----------------------------------------------------------------------------------------
+#: The columns of ``abukix.commit_events`` a live view's windows read.
+LIVE_COLUMNS = ("repo", "sha", "kind", "committed_at", "author_id", "known_at", "seq")
+
+
+def _live_scan_sql(fv: FeatureView, entities: _Entities, cfg: Any) -> tuple[Optional[IcebergScan], str]:
+    """The pinned scan of a live view's versions (None when no event was ever applied) and its relation SQL."""
+    from pyiceberg.exceptions import NoSuchTableError
+    from pyiceberg.expressions import AlwaysFalse, And, In
+
+    source = fv.batch_source
+    key = next(iter(fv.projection.join_key_map or {e.name: e.name for e in fv.entity_columns}))
+    if not entities.valid.any():
+        expr = AlwaysFalse()
+    else:
+        upper = _from_us(int(entities.floor_us[entities.valid].max()))
+        expr = timestamp_bounds_filter("known_at", None, upper)
+        values = pc.unique(entities.table.column(key).drop_null()).to_pylist()
+        if not values:
+            expr = AlwaysFalse()
+        elif len(values) <= cfg.entity_filter_max_keys:
+            expr = And(expr, In("repo", set(values)))
+    try:
+        scan = IcebergScan.plan(source, LIVE_COLUMNS, expr, allow_native=cfg.native_parquet)
+    except NoSuchTableError:
+        return None, ""
+    return scan, key
+
+
+def _with_live_views(config: RepoConfig, feature_views: List[FeatureView], feature_refs: List[str],
+                     entity_df: Union[pd.DataFrame, str], registry: BaseRegistry, project: str,
+                     full_feature_names: bool, filter_by_created: bool) -> RetrievalJob:
+    """Live views' windows as known at every entity row's instant (:func:`skewless.feast_ext.live.historical_sql`),
+    computed first and handed to the other views' retrieval as entity columns, so one job returns them all."""
+    cfg = _store_config(config)
+    entities = _entities(entity_df, cfg)
+    live = [fv for fv in feature_views if live_table(fv.name)]
+    plans = [_ViewPlan.of(fv, feature_refs, full_feature_names) for fv in live]
+    _check_columns(entities, plans)
+    out = entities.table
+    for fv, plan in zip(live, plans):
+        definition = live_table(fv.name)
+        output = dict(plan.features)
+        scan, key = _live_scan_sql(fv, entities, cfg)
+        ent_key = dict(plan.keys).get(key, key)
+        con = connect(cfg)
+        try:
+            con.register("entity", entities.duckdb_table([ent_key]))
+            if scan is None:
+                from skewless.lake.events import EVENTS_ARROW_SCHEMA
+
+                con.register("__live", EVENTS_ARROW_SCHEMA.empty_table().select(list(LIVE_COLUMNS)))
+            else:
+                scan.register(con, "__live")
+            windows = historical_sql(definition, ent_key, TS_FLOOR, ROW, output)
+            names = [output[f.name] for f in definition.features if f.name in output]
+            cols = ", ".join(
+                f"CASE WHEN e.{quote(TS_FLOOR)} IS NULL THEN NULL ELSE coalesce(w.{quote(n)}, 0) END AS {quote(n)}"
+                if pa.types.is_integer(_arrow_type(definition, n, output)) else f"w.{quote(n)} AS {quote(n)}"
+                for n in names)
+            result = con.sql(f"SELECT {cols} FROM entity e LEFT JOIN ({windows}) w USING ({quote(ROW)}) "
+                             f"ORDER BY e.{quote(ROW)}").to_arrow_table()
+        finally:
+            con.close()
+        for n in names:
+            out = out.append_column(n, result.column(n))
+    rest = [fv for fv in feature_views if not live_table(fv.name)]
+    if not rest:
+        lo, hi = entities.bounds
+        metadata = RetrievalMetadata(features=feature_refs,
+                                     keys=list(set(entities.table.column_names) - {entities.timestamp_column}),
+                                     min_event_timestamp=lo, max_event_timestamp=hi)
+        done = out
+        return IcebergRetrievalJob(lambda con: (con.register("__done", done), "SELECT * FROM __done")[1],
+                                   lambda t: t, config, full_feature_names,
+                                   OnDemandFeatureView.get_requested_odfvs(feature_refs, project, registry),
+                                   metadata)
+    prefixes = {fv.projection.name_to_use() for fv in live}
+    refs = [r for r in feature_refs if r.split(":")[0] not in prefixes]
+    return IcebergOfflineStore.get_historical_features(
+        config, rest, refs, out.to_pandas(), registry, project, full_feature_names,
+        filter_by_created_timestamp=filter_by_created)
+
+
+def _arrow_type(definition: Any, column: str, output: dict[str, str]) -> pa.DataType:
+    name = next(k for k, v in output.items() if v == column)
+    return next(f.arrow_type for f in definition.features if f.name == name)
 
 
 def conform_to_iceberg(table: pa.Table, schema: pa.Schema, field_mapping: Optional[dict[str, str]],

@@ -6,11 +6,11 @@ import pyarrow as pa
 from feast import Field
 from feast.types import Float64, Int64, String
 
-from skewless.features.definitions import FeatureTable
+from skewless.features.definitions import FeatureTable, LiveTable
 
 _FEAST_TYPES = {pa.int64(): Int64, pa.float64(): Float64, pa.string(): String}
 
 
-def fields_of(table: FeatureTable) -> list[Field]:
+def fields_of(table: FeatureTable | LiveTable) -> list[Field]:
     """The Feast fields of a feature table (its features, with their descriptions)."""
     return [Field(name=f.name, dtype=_FEAST_TYPES[f.arrow_type], description=f.description) for f in table.features]

@@ -26,11 +26,10 @@ The same classes answer ``get_online_features`` with a
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 from datetime import datetime, timedelta, timezone
-from typing import Callable, Iterator, List, Literal, Optional, Sequence, Tuple, Union
+from typing import List, Literal, Optional, Sequence, Tuple, Union
 
 from feast.feature_view import FeatureView
 from feast.infra.online_stores.online_store import OnlineStore
@@ -40,55 +39,13 @@ from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.repo_config import RepoConfig
 
+from skewless.feast_ext.clock import serving_clock, serving_now, wall_clock  # noqa: F401  (the serving clock's home before)
+from skewless.feast_ext.live import LiveReadMixin
 from skewless.feast_ext.online_response import ColumnarOnlineResponse
 
 Row = Tuple[Optional[datetime], Optional[dict]]
 _READS_LOCK = threading.Lock()
 
-
-def wall_clock() -> datetime:
-    """The default serving time: now, UTC."""
-    return datetime.now(timezone.utc)
-
-
-_clock: Callable[[], datetime] = wall_clock
-_clock_lock = threading.Lock()
-
-
-def serving_now() -> datetime:
-    """The time online reads are evaluated at (aware, UTC): the wall clock unless :func:`serving_clock` pins it."""
-    now = _clock()
-    if now.tzinfo is None:
-        raise ValueError(f"the serving clock returned a naive datetime {now!r}; it must be timezone-aware (UTC)")
-    return now.astimezone(timezone.utc)
-
-
-@contextlib.contextmanager
-def serving_clock(at: Union[datetime, Callable[[], datetime]]) -> Iterator[None]:
-    """Evaluate online reads at ``at`` (an aware datetime, or a function returning one) inside the block.
-
-    Process wide (Feast runs reads on worker threads too); the previous clock is restored on exit. For tests and
-    for replaying a past serving day, never for live serving.
-    """
-    global _clock
-    if isinstance(at, datetime):
-        if at.tzinfo is None:
-            raise ValueError(f"serving_clock({at!r}): give a timezone-aware datetime (UTC)")
-        fixed = at
-
-        def clock() -> datetime:
-            return fixed
-    elif callable(at):
-        clock = at
-    else:
-        raise TypeError(f"serving_clock expects an aware datetime or a callable, not {type(at).__name__}")
-    with _clock_lock:
-        previous, _clock = _clock, clock
-    try:
-        yield
-    finally:
-        with _clock_lock:
-            _clock = previous
 
 
 def is_expired(event_ts: Optional[datetime], ttl: Optional[timedelta], now: datetime) -> bool:
@@ -149,7 +106,7 @@ class TtlRedisOnlineStoreConfig(RedisOnlineStoreConfig):
     type: Literal["skewless.feast_ext.ttl.TtlRedisOnlineStore"] = "skewless.feast_ext.ttl.TtlRedisOnlineStore"
 
 
-class TtlRedisOnlineStore(TtlOnlineReadMixin, RedisOnlineStore):
+class TtlRedisOnlineStore(LiveReadMixin, TtlOnlineReadMixin, RedisOnlineStore):
     """Feast's Redis online store; reads honour the view's TTL (see the module docstring).
 
     Reads send their HMGETs as one pre-encoded pipeline whose replies hiredis parses off the socket

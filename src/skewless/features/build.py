@@ -256,8 +256,12 @@ def _build_table_once(table: FeatureTable, until: date, p: Profile | None,
 
 
 def build(until: date, p: Profile | None = None, progress: Callable[[str], None] | None = None) -> list[BuildResult]:
-    """Build every feature table through ``until``."""
+    """Build every feature table through ``until`` (and create the stream's event table the live views read, empty
+    until `skewless stream run` applies an event: Feast validates every source at apply)."""
+    from skewless.lake.events import events_table
+
     p = p or profile()
+    events_table(p)
     return [build_table(t, until, p, progress) for t in TABLES]
 
 

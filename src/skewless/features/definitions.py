@@ -8,10 +8,11 @@ and types from these declarations. Nothing here touches data.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 import pyarrow as pa
 
-from skewless.core.config import FEATURES_NAMESPACE
+from skewless.core.config import COMMIT_EVENTS_TABLE, FEATURES_NAMESPACE
 
 
 @dataclass(frozen=True)
@@ -146,3 +147,65 @@ AUTHOR_ACTIVITY = FeatureTable(
 )
 
 TABLES: tuple[FeatureTable, ...] = (REPO_ACTIVITY, AUTHOR_ACTIVITY)
+
+
+# --- fresh features: windows that end at the request instant, fed by the stream (ADR 0016) ------------------------
+@dataclass(frozen=True)
+class WindowFeature:
+    """A feature of a live view: an aggregation over the commits of the entity as known at the instant T.
+
+    ``aggregation`` is ``count`` (commits with committed_at in [T - window, T)), ``count_distinct`` (distinct
+    ``column`` over those commits) or ``seconds_since_last`` (T minus the newest committed_at before T; null if none,
+    ``window`` None). Both engines derive from these fields: the online read evaluates them in Python at read time
+    (:mod:`skewless.feast_ext.live`), the offline store in one DuckDB query.
+    """
+
+    name: str
+    arrow_type: pa.DataType
+    description: str
+    aggregation: str
+    window: timedelta | None = None
+    column: str | None = None
+
+
+@dataclass(frozen=True)
+class LiveTable:
+    """A live feature view: its entity key, its window features and the event table it is computed from."""
+
+    name: str
+    entity_key: str
+    description: str
+    features: tuple[WindowFeature, ...]
+    events: str
+
+    @property
+    def longest_window(self) -> timedelta:
+        return max(f.window for f in self.features if f.window is not None)
+
+
+REPO_ACTIVITY_LIVE = LiveTable(
+    name="repo_activity_live",
+    entity_key="repo",
+    description=("Commit activity of a repository over windows ending at the request instant T, as known at T: a "
+                 "commit counts iff committed_at < T and the stream processor had applied it by T (bitemporal)."),
+    features=(
+        WindowFeature("commits_last_1h", pa.int64(), "commits with committed_at in [T-1h, T), as known at T",
+                      "count", timedelta(hours=1)),
+        WindowFeature("commits_last_24h", pa.int64(), "commits with committed_at in [T-24h, T), as known at T",
+                      "count", timedelta(hours=24)),
+        WindowFeature("commits_last_7d_live", pa.int64(), "commits with committed_at in [T-7d, T), as known at T",
+                      "count", timedelta(days=7)),
+        WindowFeature("active_authors_last_24h", pa.int64(),
+                      "distinct author_id with a commit in [T-24h, T), as known at T", "count_distinct",
+                      timedelta(hours=24), "author_id"),
+        WindowFeature("seconds_since_last_commit", pa.float64(),
+                      "T minus the newest committed_at before T, in seconds, as known at T; null if there is none",
+                      "seconds_since_last"),
+    ),
+    events=COMMIT_EVENTS_TABLE,
+)
+
+LIVE_TABLES: tuple[LiveTable, ...] = (REPO_ACTIVITY_LIVE,)
+
+#: Feature services (the contracts models are trained and served with).
+NEXT_WEEK_COMMITS_LIVE_SERVICE = "next_week_commits_live_v1"

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Iterator
 
 from skewless import features, lake
 from skewless.core import terminal
+from skewless.lake.events import events_table
 from skewless.core.config import FEATURE_REPO, FEATURES_NAMESPACE, Profile, activate, profile
 
 if TYPE_CHECKING:
@@ -73,6 +74,7 @@ def apply(p: Profile | None = None) -> None:
     p = activate(p)
     for t in features.TABLES:  # Feast validates every source: say what to run instead of a catalog stack trace
         lake.load_table(t.identifier, p)
+    events_table(p)  # the live views' source: created empty before the first streamed event
     with _in_feature_repo():
         apply_total(load_repo_config(FEATURE_REPO, p.feature_store_yaml), FEATURE_REPO,
                     skip_source_validation=False)

@@ -1,0 +1,287 @@
+"""Live feature views: windows that end at the request instant, computed at read time from the commit versions
+kept online, and the same windows computed offline as known at each entity row's instant (ADR 0016).
+
+Why not Feast's own ``StreamFeatureView`` + ``Aggregation`` + tiling: its tiles are stamped at the tile's end and
+written online as finished values (a window does not decay until the next write), ``count_distinct`` is refused
+outside Spark/Ray, tiling ignores when an event arrived, and ``FeatureStore.push`` writes rows as given without
+applying a stream view's aggregations. So the online store keeps an intermediate representation — the *versions*
+of each commit of the entity (``add``/``retract``, committed_at, author, the instant it became known and its log
+sequence) — and every read evaluates the windows at the serving clock's instant T
+(:func:`skewless.feast_ext.clock.serving_now`). Offline, :func:`historical_columns` evaluates the same
+declarations (:class:`skewless.features.definitions.LiveTable`) at every entity row's T from
+``abukix.commit_events`` in one DuckDB query. The rule, both sides:
+
+    a commit counts at T iff its latest version known at T (known_at <= T; ties by log sequence) is an ``add``
+    and its committed_at < T; windows are [T - w, T).
+
+Where the versions live: the local profile's SQLite online DB (table ``<project>__live__<view>``) or Redis (one hash
+per entity, ``skewless:<project>:live:<view>:<entity>``, field ``sha:known_us:seq``). Writes are idempotent (a
+version is a set element), so a redelivered batch is applied again harmlessly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any, NamedTuple, Optional
+
+import pyarrow as pa
+from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+
+from skewless.core.errors import SkewlessError
+from skewless.feast_ext.clock import serving_now
+from skewless.features.definitions import LIVE_TABLES, LiveTable
+
+if TYPE_CHECKING:
+    from feast.feature_view import FeatureView
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
+    from feast.repo_config import RepoConfig
+
+_US = 1_000_000
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+LIVE = {t.name: t for t in LIVE_TABLES}
+
+
+class LiveViewError(SkewlessError, ValueError):
+    """A write that a live view cannot take (finished feature values instead of commit events)."""
+
+
+class Version(NamedTuple):
+    """One version of one commit of an entity, as kept online."""
+
+    sha: str
+    known_us: int
+    seq: int
+    kind: str
+    committed_us: int
+    author: Optional[str]
+
+
+def live_table(view_name: str) -> Optional[LiveTable]:
+    return LIVE.get(view_name)
+
+
+def to_us(value: datetime) -> int:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return (value - _EPOCH) // timedelta(microseconds=1)
+
+
+def evaluate(table: LiveTable, versions: Iterable[Version], at_us: int) -> dict[str, Any]:
+    """The features of ``table`` for one entity at instant ``at_us`` (microseconds since the epoch, UTC)."""
+    latest: dict[str, Version] = {}
+    for v in versions:
+        if v.known_us <= at_us:
+            held = latest.get(v.sha)
+            if held is None or (v.known_us, v.seq) > (held.known_us, held.seq):
+                latest[v.sha] = v
+    present = [v for v in latest.values() if v.kind == "add" and v.committed_us < at_us]
+    out: dict[str, Any] = {}
+    for f in table.features:
+        if f.aggregation == "seconds_since_last":
+            out[f.name] = (at_us - max(v.committed_us for v in present)) / _US if present else None
+            continue
+        assert f.window is not None
+        lower = at_us - f.window // timedelta(microseconds=1)
+        inside = [v for v in present if v.committed_us >= lower]
+        if f.aggregation == "count":
+            out[f.name] = len(inside)
+        elif f.aggregation == "count_distinct":
+            out[f.name] = len({getattr(v, "author" if f.column == "author_id" else f.column) for v in inside})
+        else:
+            raise ValueError(f"feature {f.name}: unknown aggregation {f.aggregation!r}")
+    return out
+
+
+def versions_of(rows: pa.Table) -> dict[str, list[Version]]:
+    """Versions from ``abukix.commit_events`` rows (or a batch of them), grouped by repository."""
+    out: dict[str, list[Version]] = {}
+    cols = {c: rows.column(c).to_pylist() for c in ("repo", "sha", "known_at", "seq", "kind", "committed_at",
+                                                     "author_id")}
+    for i in range(rows.num_rows):
+        out.setdefault(cols["repo"][i], []).append(Version(
+            cols["sha"][i], to_us(cols["known_at"][i]), int(cols["seq"][i]), cols["kind"][i],
+            to_us(cols["committed_at"][i]), cols["author_id"][i]))
+    return out
+
+
+# --- where the versions live online ---------------------------------------------------------------------------
+def _field(v: Version) -> str:
+    return f"{v.sha}:{v.known_us}:{v.seq}"
+
+
+def _value(v: Version) -> str:
+    return f"{v.kind}|{v.committed_us}|{v.author or ''}"
+
+
+def _parse(field: str, value: str) -> Version:
+    sha, known, seq = field.rsplit(":", 2)
+    kind, committed, author = value.split("|", 2)
+    return Version(sha, int(known), int(seq), kind, int(committed), author or None)
+
+
+def _sqlite_table(config: "RepoConfig", view: str) -> str:
+    return f'"{config.project}__live__{view}"'
+
+
+def _redis_key(config: "RepoConfig", view: str, entity: str) -> str:
+    return f"skewless:{config.project}:live:{view}:{entity}"
+
+
+def _entity(key: "EntityKeyProto") -> str:
+    if len(key.entity_values) != 1:
+        raise LiveViewError(f"a live view has one join key, got {list(key.join_keys)}")
+    return key.entity_values[0].string_val
+
+
+def _proto(value: Any) -> ValueProto:
+    if value is None:
+        return ValueProto()
+    if isinstance(value, int):
+        return ValueProto(int64_val=value)
+    return ValueProto(double_val=float(value))
+
+
+class LiveReadMixin:
+    """Mixin for skewless's online stores (SQLite: local, Redis: production): reads of a live view evaluate its
+    windows at the serving clock's instant from the versions held online; writes of finished values to it are
+    refused (events go through ``skewless events push``). Put it first in the bases."""
+
+    # --- reads -----------------------------------------------------------------------------------------------
+    def online_read(self, config: "RepoConfig", table: "FeatureView", entity_keys: list["EntityKeyProto"],
+                    requested_features: Optional[list[str]] = None):
+        definition = live_table(table.name)
+        if definition is None:
+            return super().online_read(config, table, entity_keys, requested_features)  # type: ignore[misc]
+        at = serving_now()
+        held = self.read_live_versions(config, table.name, [_entity(k) for k in entity_keys])
+        at_us = to_us(at)
+        wanted = set(requested_features or [f.name for f in definition.features])
+        rows = []
+        for versions in held:
+            values = evaluate(definition, versions, at_us)
+            rows.append((at, {n: _proto(v) for n, v in values.items() if n in wanted}))
+        return rows
+
+    async def online_read_async(self, config: "RepoConfig", table: "FeatureView", entity_keys: list["EntityKeyProto"],
+                                requested_features: Optional[list[str]] = None):
+        if live_table(table.name) is None:
+            return await super().online_read_async(config, table, entity_keys, requested_features)  # type: ignore[misc]
+        return self.online_read(config, table, entity_keys, requested_features)
+
+    # --- writes ----------------------------------------------------------------------------------------------
+    def online_write_batch(self, config: "RepoConfig", table: "FeatureView", data, progress) -> None:
+        if live_table(table.name) is not None:
+            raise LiveViewError(
+                f"feature view {table.name} is live: its values are computed at read time from commit events, so "
+                "finished values cannot be written to it (materialize / push). Send the commits with `skewless "
+                "events push` (or the webhook) and run `skewless stream run`")
+        return super().online_write_batch(config, table, data, progress)  # type: ignore[misc]
+
+    def write_live_versions(self, config: "RepoConfig", view: str, versions: dict[str, list[Version]]) -> None:
+        """Add versions (grouped by entity) to what the online store holds for live view ``view`` (idempotent)."""
+        if not versions:
+            return
+        if self._is_sqlite():
+            con = self._get_conn(config)  # type: ignore[attr-defined]
+            self._ensure_sqlite(con, config, view)
+            with con:
+                con.executemany(
+                    f"INSERT OR IGNORE INTO {_sqlite_table(config, view)} (entity, field, value) VALUES (?, ?, ?)",
+                    [(e, _field(v), _value(v)) for e, vs in versions.items() for v in vs])
+            return
+        client = self._get_client(config.online_store)  # type: ignore[attr-defined]
+        pipe = client.pipeline(transaction=False)
+        for entity, vs in versions.items():
+            pipe.hset(_redis_key(config, view, entity), mapping={_field(v): _value(v) for v in vs})
+        pipe.execute()
+
+    def read_live_versions(self, config: "RepoConfig", view: str, entities: Sequence[str]) -> list[list[Version]]:
+        """The versions held online for each entity (in order; [] for an unknown one)."""
+        if self._is_sqlite():
+            con = self._get_conn(config)  # type: ignore[attr-defined]
+            self._ensure_sqlite(con, config, view)
+            found: dict[str, list[Version]] = {}
+            unique = sorted(set(entities))
+            for i in range(0, len(unique), 500):
+                chunk = unique[i:i + 500]
+                marks = ",".join("?" * len(chunk))
+                for entity, field, value in con.execute(
+                        f"SELECT entity, field, value FROM {_sqlite_table(config, view)} WHERE entity IN ({marks})",
+                        chunk):
+                    found.setdefault(entity, []).append(_parse(field, value))
+            return [found.get(e, []) for e in entities]
+        client = self._get_client(config.online_store)  # type: ignore[attr-defined]
+        pipe = client.pipeline(transaction=False)
+        for e in entities:
+            pipe.hgetall(_redis_key(config, view, e))
+        out = []
+        for held in pipe.execute():
+            out.append([_parse(_text(f), _text(v)) for f, v in held.items()])
+        return out
+
+    def clear_live_versions(self, config: "RepoConfig", view: str) -> None:
+        """Forget every version held for ``view`` (before a rebuild from ``abukix.commit_events``)."""
+        if self._is_sqlite():
+            con = self._get_conn(config)  # type: ignore[attr-defined]
+            self._ensure_sqlite(con, config, view)
+            with con:
+                con.execute(f"DELETE FROM {_sqlite_table(config, view)}")
+            return
+        client = self._get_client(config.online_store)  # type: ignore[attr-defined]
+        keys = list(client.scan_iter(match=_redis_key(config, view, "*"), count=1000))
+        for i in range(0, len(keys), 500):
+            client.delete(*keys[i:i + 500])
+
+    def _is_sqlite(self) -> bool:
+        from feast.infra.online_stores.sqlite import SqliteOnlineStore
+
+        return isinstance(self, SqliteOnlineStore)
+
+    @staticmethod
+    def _ensure_sqlite(con, config: "RepoConfig", view: str) -> None:
+        con.execute(f"CREATE TABLE IF NOT EXISTS {_sqlite_table(config, view)} (entity TEXT NOT NULL, "
+                    "field TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (entity, field))")
+
+
+def _text(b: Any) -> str:
+    return b.decode() if isinstance(b, (bytes, bytearray)) else str(b)
+
+
+# --- offline: the same windows at every entity row's instant ----------------------------------------------------
+def historical_sql(table: LiveTable, key_column: str, ts_column: str, row_column: str,
+                   output: dict[str, str]) -> str:
+    """DuckDB SQL over ``entity`` (``row_column``, ``key_column``, ``ts_column`` TIMESTAMPTZ) and ``__live`` (the
+    versions: repo, sha, kind, committed_at, author_id, known_at, seq) giving one row per entity row with the
+    features of ``table`` named by ``output`` (feature name -> output column)."""
+    q = _quote
+    t = f"e.{q(ts_column)}"
+    aggs = []
+    for f in table.features:
+        if f.name not in output:
+            continue
+        col = q(output[f.name])
+        present = "v.kind = 'add' AND v.committed_at < v.t"
+        if f.aggregation == "seconds_since_last":
+            aggs.append(f"(epoch_us(any_value(v.t)) - epoch_us(max(v.committed_at) FILTER (WHERE {present}))) "
+                        f"/ 1000000.0 AS {col}")
+            continue
+        assert f.window is not None
+        window_us = f.window // timedelta(microseconds=1)
+        inside = f"{present} AND v.committed_at >= v.t - INTERVAL ({window_us}) MICROSECOND"
+        if f.aggregation == "count":
+            aggs.append(f"count(*) FILTER (WHERE {inside}) AS {col}")
+        else:
+            aggs.append(f"count(DISTINCT v.{q(f.column or '')}) FILTER (WHERE {inside}) AS {col}")
+    return f"""
+WITH v AS (
+    SELECT e.{q(row_column)} AS r, {t} AS t, x.sha, x.kind, x.committed_at, x.author_id
+    FROM entity e JOIN __live x ON x.repo = e.{q(key_column)} AND x.known_at <= {t}
+    QUALIFY row_number() OVER (PARTITION BY e.{q(row_column)}, x.sha ORDER BY x.known_at DESC, x.seq DESC) = 1
+)
+SELECT r AS {q(row_column)}, {', '.join(aggs)} FROM v GROUP BY r
+"""
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'

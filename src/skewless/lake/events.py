@@ -1,0 +1,241 @@
+"""The lake side of the fresh path: ``abukix.commit_events``, every commit event the stream processor applied,
+stamped with the instant it became known, and the landing of those events in ``abukix.commits`` (ADR 0016).
+
+A *version* of a commit ``(repo, sha)`` is one row of ``abukix.commit_events``: ``kind`` ``add`` (with the commit's
+values) or ``retract`` (the commit left its repository's history: force-push, amend, rebase), ``known_at`` (when
+the processor applied it — online and here in the same batch), ``arrived_at`` (when the intake accepted it),
+``seq`` (the event log's sequence number, stable across redeliveries) and ``event_id``.
+
+Rules (README "Features", ADR 0016), applied in arrival order:
+
+* an ``add`` of a commit that is present with the same values is a duplicate (webhook redelivery, a re-pushed
+  branch): nothing is written; with other values it is a correction: a new ``add`` version;
+* a ``retract`` of a present commit writes a ``retract`` version (a retract of an absent one is a no-op);
+* an event whose ``seq`` is already stored was applied before a crash: it is not written again, its stored version
+  is handed back so the online store can be brought level (idempotent).
+
+:func:`land` then makes ``abukix.commits`` agree with the latest version of every commit the batch touched (adds
+upserted, retracts deleted), so batch features, Airflow and training see streamed commits too. Both writes are
+idempotent: a crash between them is repaired by the redelivery.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any, Sequence
+
+import pyarrow as pa
+
+from skewless import lake
+from skewless.core.config import COMMIT_EVENTS_TABLE, COMMITS_TABLE, Profile, profile
+
+if TYPE_CHECKING:
+    from pyiceberg.table import Table
+
+log = logging.getLogger(__name__)
+
+_UTC_US = pa.timestamp("us", tz="UTC")
+#: The commit's values (everything but the key) as the lake stores them.
+VALUE_COLUMNS = tuple(f.name for f in lake.COMMITS_ARROW_SCHEMA if f.name not in ("repo", "sha"))
+
+EVENTS_ARROW_SCHEMA = pa.schema(
+    [pa.field("repo", pa.string(), nullable=False), pa.field("sha", pa.string(), nullable=False),
+     pa.field("kind", pa.string(), nullable=False)]
+    + [pa.field(f.name, f.type, nullable=True) for f in lake.COMMITS_ARROW_SCHEMA if f.name not in ("repo", "sha")]
+    + [pa.field("arrived_at", _UTC_US, nullable=False), pa.field("known_at", _UTC_US, nullable=False),
+       pa.field("seq", pa.int64(), nullable=False), pa.field("event_id", pa.string(), nullable=False),
+       pa.field("source", pa.string(), nullable=False)]
+)
+COMMIT_RETRIES = 5
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True)
+class Landed:
+    """What one batch did: the versions written now, the versions re-handed for redelivered events (already
+    stored), and how many events were duplicates."""
+
+    written: pa.Table
+    redelivered: pa.Table
+    duplicates: int
+    commits_snapshot: int | None
+
+    @property
+    def versions(self) -> pa.Table:
+        """Every version the online store must hold after this batch (written + redelivered)."""
+        return pa.concat_tables([self.written, self.redelivered])
+
+
+def events_table(p: Profile | None = None, create: bool = True) -> "Table":
+    """``abukix.commit_events``, partitioned by month of ``committed_at``."""
+    from pyiceberg.transforms import MonthTransform
+
+    p = p or profile()
+    if not create:
+        return lake.load_table(COMMIT_EVENTS_TABLE, p)
+    return lake._create_table(COMMIT_EVENTS_TABLE, EVENTS_ARROW_SCHEMA, "committed_at", MonthTransform(),
+                              "committed_month", p)
+
+
+def _values(row: dict[str, Any]) -> tuple:
+    out = []
+    for c in VALUE_COLUMNS:
+        v = row.get(c)
+        if c == "languages" and v is not None:
+            v = tuple(sorted(v))
+        elif isinstance(v, datetime):
+            v = int(v.timestamp() * 1_000_000)
+        out.append(v)
+    return tuple(out)
+
+
+def _stored(table: "Table", keys: set[tuple[str, str]], schema: pa.Schema) -> pa.Table:
+    from pyiceberg.expressions import And, In
+
+    if table.current_snapshot() is None or not keys:
+        return schema.empty_table()
+    repos, shas = sorted({r for r, _ in keys}), sorted({s for _, s in keys})
+    return table.scan(row_filter=And(In("repo", repos), In("sha", shas))).to_arrow().cast(schema)
+
+
+def land(events: Sequence[dict[str, Any]], known_at: datetime, p: Profile | None = None) -> Landed:
+    """Apply delivered events (dicts with ``seq`` added, in arrival order) to the lake; see the module docstring.
+
+    ``known_at`` stamps every version written now (the batch's instant; the online store gets the same stamp).
+    """
+    from pyiceberg.exceptions import CommitFailedException
+
+    from skewless.lake.ingest import single_attempt_commits
+
+    p = p or profile()
+    keys = {(e["repo"], e["sha"]) for e in events}
+    for attempt in range(1, COMMIT_RETRIES + 1):
+        table = single_attempt_commits(events_table(p))
+        stored = _stored(table, keys, EVENTS_ARROW_SCHEMA)
+        latest: dict[tuple[str, str], dict[str, Any]] = {}
+        by_seq: dict[int, dict[str, Any]] = {}
+        for row in sorted(stored.to_pylist(), key=lambda r: (r["known_at"], r["seq"])):
+            latest[(row["repo"], row["sha"])] = row
+            by_seq[row["seq"]] = row
+        commits = lake.commits_table(p, create=True)
+        in_commits = {(r["repo"], r["sha"]): r for r in _stored(commits, keys, lake.COMMITS_ARROW_SCHEMA).to_pylist()}
+        written: list[dict[str, Any]] = []
+        redelivered: list[dict[str, Any]] = []
+        duplicates = 0
+        for e in events:
+            key = (e["repo"], e["sha"])
+            if e["seq"] in by_seq:
+                redelivered.append(by_seq[e["seq"]])
+                continue
+            current = latest.get(key)
+            present = current["kind"] == "add" if current else key in in_commits
+            if e["kind"] == "add":
+                same = present and _values(current or in_commits[key]) == _values(e)
+                if same and current is not None:
+                    duplicates += 1
+                    continue
+            elif not present:
+                duplicates += 1
+                continue
+            row = {c: e.get(c) for c in EVENTS_ARROW_SCHEMA.names}
+            row["known_at"] = known_at
+            if e["kind"] == "retract":  # the version carries the values it withdraws (what a window must drop)
+                for c in VALUE_COLUMNS:
+                    row[c] = (current or in_commits.get(key) or {}).get(c)
+            latest[key] = row
+            written.append(row)
+        new = _rows(written)
+        if new.num_rows:
+            try:
+                table.append(new, snapshot_properties={"skewless.operation": "stream",
+                                                       "skewless.events": str(new.num_rows)})
+            except CommitFailedException as e:
+                log.warning("commit_events conflict (attempt %d/%d): %s", attempt, COMMIT_RETRIES, e)
+                time.sleep(0.05 * attempt)
+                continue
+        snapshot = _level_commits(commits, latest, in_commits, keys)
+        return Landed(new, _rows(redelivered), duplicates, snapshot)
+    raise lake.LakeError(f"could not commit to {COMMIT_EVENTS_TABLE} after {COMMIT_RETRIES} attempts")
+
+
+def _rows(rows: list[dict[str, Any]]) -> pa.Table:
+    if not rows:
+        return EVENTS_ARROW_SCHEMA.empty_table()
+    cols = {}
+    for f in EVENTS_ARROW_SCHEMA:
+        values = [r.get(f.name) for r in rows]
+        if pa.types.is_timestamp(f.type):
+            values = [v if v is None or isinstance(v, datetime) else
+                      _EPOCH + timedelta(microseconds=v) for v in values]
+        cols[f.name] = pa.array(values, f.type)
+    return pa.table(cols, schema=EVENTS_ARROW_SCHEMA)
+
+
+def _level_commits(commits: "Table", latest: dict, in_commits: dict, keys: set) -> int | None:
+    """Make ``abukix.commits`` hold the latest add version of each touched commit and none of a retracted one
+    (one Iceberg commit; retried on conflicts by re-reading)."""
+    from pyiceberg.exceptions import CommitFailedException
+    from pyiceberg.expressions import And, EqualTo, In, Or
+
+    from skewless.lake.ingest import single_attempt_commits
+
+    for attempt in range(1, COMMIT_RETRIES + 1):
+        delete, append = [], []
+        for key in keys:
+            row, stored = latest.get(key), in_commits.get(key)
+            if row is None:
+                continue
+            if row["kind"] == "retract":
+                if stored is not None:
+                    delete.append(key)
+            elif stored is None or _values(stored) != _values(row):
+                if stored is not None:
+                    delete.append(key)
+                append.append({c: row[c] for c in lake.COMMITS_ARROW_SCHEMA.names})
+        if not delete and not append:
+            return lake.snapshot_id(commits)
+        commits = single_attempt_commits(commits)
+        summary = {"skewless.operation": "stream", "skewless.added": str(len(append)),
+                   "skewless.retracted": str(len(delete))}
+        try:
+            with commits.transaction() as tx:
+                if delete:
+                    by_repo: dict[str, list[str]] = {}
+                    for r, s in delete:
+                        by_repo.setdefault(r, []).append(s)
+                    parts = [And(EqualTo("repo", r), In("sha", s)) for r, s in sorted(by_repo.items())]
+                    expr = parts[0]
+                    for part in parts[1:]:
+                        expr = Or(expr, part)
+                    tx.delete(expr, snapshot_properties=summary)
+                if append:
+                    tx.append(pa.Table.from_pylist(append, schema=lake.COMMITS_ARROW_SCHEMA),
+                              snapshot_properties=summary)
+            return lake.snapshot_id(commits.refresh())
+        except CommitFailedException as e:  # a concurrent ingest: re-read what is stored, recompute
+            log.warning("%s conflict while landing streamed commits (attempt %d/%d): %s", COMMITS_TABLE, attempt,
+                        COMMIT_RETRIES, e)
+            time.sleep(0.05 * attempt)
+            commits = commits.refresh()
+            in_commits = {(r["repo"], r["sha"]): r
+                          for r in _stored(commits, keys, lake.COMMITS_ARROW_SCHEMA).to_pylist()}
+    raise lake.LakeError(f"could not land streamed commits in {COMMITS_TABLE} after {COMMIT_RETRIES} attempts")
+
+
+def read_versions(p: Profile | None = None, repos: Sequence[str] | None = None) -> pa.Table:
+    """Every stored version (all of them, or those of ``repos``), for rebuilding online state and for tests."""
+    from pyiceberg.expressions import In
+
+    p = p or profile()
+    cat = lake.catalog(p)
+    if not cat.table_exists(COMMIT_EVENTS_TABLE):
+        return EVENTS_ARROW_SCHEMA.empty_table()
+    table = events_table(p)
+    if table.current_snapshot() is None:
+        return EVENTS_ARROW_SCHEMA.empty_table()
+    scan = table.scan(row_filter=In("repo", list(repos))) if repos else table.scan()
+    return scan.to_arrow().cast(EVENTS_ARROW_SCHEMA)
+
