@@ -223,3 +223,241 @@ def test_late_commit_not_in_earlier_training_row(home, tmp_path):
     assert hist["seconds_since_last_commit"].isna().tolist() == [True, False, False]
     # the event time alone would put it in Tuesday's window
     assert monday < tuesday and tuesday - monday < timedelta(days=7)
+
+
+# --- crash safety ---------------------------------------------------------------------------------------------
+#: The instant both runs' online answers are read at: after every event of either run became known.
+READ_AT = datetime.now(timezone.utc) + timedelta(days=1)
+
+
+def _state(p: config.Profile) -> dict[str, Any]:
+    """What a run leaves: the streamed repositories' commits, the versions (without their instants) in the lake and
+    online, and the online answer at one instant after every event."""
+    from skewless import lake
+    from skewless.feast_ext.clock import serving_clock
+    from skewless.lake.events import read_versions
+    from skewless.ops.feast_ops import feature_store
+
+    commits = lake.commits_table(p).scan().to_arrow().to_pylist()
+    commits = sorted((r for r in commits if r["repo"] in REPLAY_REPOS), key=lambda r: (r["repo"], r["sha"]))
+    versions = sorted((r["repo"], r["sha"], r["kind"], r["seq"], r["event_id"]) for r in read_versions(p).to_pylist())
+    store = feature_store(p)
+    online = store._get_provider().online_store
+    held = online.read_live_versions(store.config, REPO_ACTIVITY_LIVE.name, list(REPLAY_REPOS))
+    held = sorted((repo, v.sha, v.kind, v.seq, v.committed_us, v.author) for repo, vs in zip(REPLAY_REPOS, held)
+                  for v in vs)
+    with serving_clock(READ_AT):
+        answer = _online(store, store.get_feature_service(NEXT_WEEK_COMMITS_LIVE_SERVICE))
+    return {"commits": commits, "versions": versions, "online_versions": held, "answer": answer}
+
+
+def _events_once() -> list[dict[str, Any]]:
+    """The replay's events, stamped once (the same events go to the crashed and the clean run)."""
+    from skewless.stream import intake
+
+    out = []
+    for _, rows in ticks(replay_events()):
+        out += intake.events_of_table(intake.table_of_rows(rows, "replay"), "replay")
+    return out
+
+
+def _crash_loop(env: dict[str, str], kills: int, seed: int, between=None) -> int:
+    """Run `skewless stream run` in a subprocess and SIGKILL it at random points after it started applying
+    batches, ``kills`` times (``between(i)`` runs after each kill: restart a server); then drain with --once."""
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    rng = random.Random(seed)
+    cli = [sys.executable, "-m", "skewless.cli", "stream", "run", "--max-batch", "7"]
+    done = 0
+    for i in range(kills):
+        proc = subprocess.Popen(cli, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # the first applied batch (or an error)
+        if not line.startswith("processed"):
+            proc.kill()
+            raise AssertionError(f"the processor did not start: {line}{proc.stdout.read()[-2000:]}")
+        time.sleep(rng.uniform(0.0, 1.5))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+        done += 1
+        if between:
+            between(i)
+    out = subprocess.run(cli[:5] + ["--once"], env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return done
+
+
+def _clean_run(p: config.Profile, events) -> dict[str, Any]:
+    from skewless.stream.log import open_log
+    from skewless.stream.processor import Processor
+
+    with open_log(p) as log_:
+        log_.publish(events)
+        with Processor(log_=log_, max_batch=7) as proc:
+            proc.drain()
+        assert log_.pending() == 0
+    return _state(p)
+
+
+def test_crash_safety_local(home, tmp_path, monkeypatch):
+    """SIGKILLed at random points five times, the processor ends with the state of a clean run: nothing lost,
+    nothing counted twice."""
+    from skewless.stream.log import open_log
+
+    events = _events_once()
+    prepare_lake(tmp_path)
+    with open_log(config.profile()) as log_:
+        log_.publish(events)
+    env = {**os.environ}
+    assert _crash_loop(env, kills=5, seed=3) == 5
+    crashed = _state(config.profile())
+
+    clean_home = tmp_path / "clean"
+    monkeypatch.setenv("SKEWLESS_HOME", str(clean_home))
+    for k, v in config.profile().feast_env().items():
+        monkeypatch.setenv(k, v)
+    (tmp_path / "clean-batch").mkdir()
+    prepare_lake(tmp_path / "clean-batch")
+    clean = _clean_run(config.profile(), events)
+    assert crashed["versions"] and crashed["online_versions"]
+    assert len(crashed["online_versions"]) == len(crashed["versions"])
+    for part in ("commits", "versions", "online_versions", "answer"):
+        assert crashed[part] == clean[part], part
+
+
+# --- bad events -------------------------------------------------------------------------------------------------
+def _bad_sources(tmp: Path) -> dict[str, Path]:
+    """One Parquet file per rule `skewless ingest` refuses a call for."""
+    good = pq.read_table(SAMPLE_COMMITS).slice(0, 5)
+    out = {}
+
+    def write(name: str, t: pa.Table) -> None:
+        out[name] = tmp / f"{name}.parquet"
+        pq.write_table(t, out[name])
+
+    write("missing-column", good.drop_columns(["author_id"]))
+    write("mistyped-column", good.set_column(good.schema.get_field_index("files_changed"), "files_changed",
+                                             pa.array(["1"] * 5)))
+    write("no-null", good.set_column(good.schema.get_field_index("author_id"), "author_id",
+                                     pa.array([None, "a", "b", "c", "d"], pa.string())))
+    write("full-sha", good.set_column(1, "sha", pa.array(["xyz"] + good["sha"].to_pylist()[1:])))
+    write("non-negative", good.set_column(good.schema.get_field_index("lines_added"), "lines_added",
+                                          pa.array([-1, 1, 1, 1, 1], pa.int32())))
+    ts = good.schema.get_field_index("committed_at")
+    future = datetime.now(timezone.utc) + timedelta(days=30)
+    write("committed_at-not-in-future", good.set_column(ts, "committed_at", pa.array(
+        [future] + good["committed_at"].to_pylist()[1:], pa.timestamp("us", tz="UTC"))))
+    write("committed_at-after-1970", good.set_column(ts, "committed_at", pa.array(
+        [datetime(1969, 1, 1, tzinfo=timezone.utc)] + good["committed_at"].to_pylist()[1:],
+        pa.timestamp("us", tz="UTC"))))
+    twice = pa.concat_tables([good.slice(0, 1), good.slice(0, 1)])
+    twice = twice.set_column(twice.schema.get_field_index("lines_added"), "lines_added", pa.array([1, 2], pa.int32()))
+    write("one-row-per-key", twice)
+    (tmp / "not-parquet.parquet").write_bytes(b"not a parquet file")
+    out["unreadable"] = tmp / "not-parquet.parquet"
+    out["no-such-file"] = tmp / "missing.parquet"
+    return out
+
+
+def test_bad_events_refused_with_ingests_message(home, tmp_path):
+    """Every kind of source `skewless ingest` refuses is refused by `skewless events push` with the same message;
+    the log and the tables are unchanged."""
+    from skewless import lake
+    from skewless.lake.ingest import IngestError, ingest
+    from skewless.stream import intake
+    from skewless.stream.log import open_log
+
+    for rule, path in _bad_sources(tmp_path).items():
+        with pytest.raises(IngestError) as by_ingest:
+            ingest([path])
+        with pytest.raises(IngestError) as by_push:
+            intake.push([path])
+        assert str(by_push.value) == str(by_ingest.value), rule
+        assert str(path) in str(by_push.value)
+    with open_log(config.profile()) as log_:
+        assert log_.pending() == 0
+    assert not lake.catalog().table_exists(config.COMMITS_TABLE)
+    bad_kind = tmp_path / "kind.jsonl"
+    bad_kind.write_text('{"repo": "a/b", "sha": "' + "a" * 40 + '", "kind": "delete"}\n')
+    with pytest.raises(IngestError, match="kind 'delete' is not one of add, retract"):
+        intake.push([bad_kind])
+    not_json = tmp_path / "bad.jsonl"
+    not_json.write_text("{not json\n")
+    with pytest.raises(IngestError, match="line 1 is not JSON"):
+        intake.push([not_json])
+    with open_log(config.profile()) as log_:
+        assert log_.pending() == 0
+
+
+# --- the webhook ------------------------------------------------------------------------------------------------
+def _post(url: str, body: bytes, ctype: str = "application/json", headers: dict | None = None) -> tuple[int, dict]:
+    import json
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": ctype, **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_webhook_refuses_bad_bodies_with_4xx_and_accepts_pushes(home):
+    import json
+    import threading
+
+    from skewless.stream.log import SqliteEventLog
+    from skewless.stream.webhook import make_server
+
+    with SqliteEventLog(config.profile().event_log_path) as log_:
+        server = make_server("127.0.0.1", 0, log_)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        try:
+            commit = {"repo": "acme/web", "sha": "c" * 40, "author_id": "a_0123456789ab",
+                      "authored_at": "2026-08-01T10:00:00+00:00", "committed_at": "2026-08-01T10:00:00+00:00",
+                      "is_merge": False, "files_changed": 1, "lines_added": 2, "lines_deleted": 0,
+                      "languages": ["Python"]}
+            bad = [
+                (b"{not json", "application/json", 400, "not JSON"),
+                (b"[1, 2]", "application/json", 400, "expected"),
+                (json.dumps({"commits": [{**commit, "sha": "nope"}]}).encode(), "application/json", 422,
+                 "full lower-case hex"),
+                (json.dumps({"commits": [{k: v for k, v in commit.items() if k != "committed_at"}]}).encode(),
+                 "application/json", 422, "missing column(s) committed_at"),
+                (json.dumps({"commits": [{**commit, "committed_at": "yesterday"}]}).encode(), "application/json",
+                 422, "unparsable timestamp"),
+                (json.dumps({"commits": [commit]}).encode(), "text/plain", 415, "application/json"),
+            ]
+            for body, ctype, status, words in bad:
+                got, answer = _post(base + "/events", body, ctype)
+                assert got == status and words in answer["error"], (body[:60], got, answer)
+            got, answer = _post(base + "/github", json.dumps({"commits": []}).encode())
+            assert got == 400 and "repository.full_name" in answer["error"]
+            got, answer = _post(base + "/nowhere", b"{}")
+            assert got == 404
+            assert log_.pending() == 0  # nothing of a refused request was stored
+
+            assert _post(base + "/events", json.dumps({"commits": [commit]}).encode()) == (202, {"accepted": 1})
+            push = {"ref": "refs/heads/main", "repository": {"full_name": "acme/hooked"},
+                    "commits": [{"id": "d" * 40, "timestamp": "2026-08-01T12:00:00+02:00",
+                                 "author": {"email": "Dev@Example.com"}, "added": ["a.py"], "modified": ["b.go"],
+                                 "removed": []}]}
+            assert _post(base + "/github", json.dumps(push).encode(), headers={"X-GitHub-Event": "push"}) == (
+                202, {"accepted": 1})
+            events = [d.event for d in log_.fetch(10, 0)]
+            assert [e["repo"] for e in events] == ["acme/web", "acme/hooked"]
+            hooked = events[1]
+            from skewless.lake.gitsource import author_id
+
+            assert hooked["author_id"] == author_id("dev@example.com")
+            assert hooked["committed_at"] == int(datetime(2026, 8, 1, 10, tzinfo=timezone.utc).timestamp()) * 10**6
+            assert hooked["languages"] == ["Go", "Python"] and hooked["files_changed"] == 2
+        finally:
+            server.shutdown()
+            server.server_close()

@@ -124,6 +124,14 @@ def _sqlite_table(config: "RepoConfig", view: str) -> str:
     return f'"{config.project}__live__{view}"'
 
 
+def _sqlite_meta(config: "RepoConfig") -> str:
+    return f'"{config.project}__live_meta"'
+
+
+#: The entity-less key of a live view's mark (no repository is named with a leading '#').
+MARK = "#state"
+
+
 def _redis_key(config: "RepoConfig", view: str, entity: str) -> str:
     return f"skewless:{config.project}:live:{view}:{entity}"
 
@@ -233,6 +241,27 @@ class LiveReadMixin:
         for i in range(0, len(keys), 500):
             client.delete(*keys[i:i + 500])
 
+    # --- did the online store keep the versions? ------------------------------------------------------------------
+    def live_state_mark(self, config: "RepoConfig", view: str) -> Optional[str]:
+        """The mark the processor set after it (re)built ``view``'s versions; None when the online store does not
+        hold it (a new store, a flushed or restarted Redis without persistence): the versions must be rebuilt."""
+        if self._is_sqlite():
+            con = self._get_conn(config)  # type: ignore[attr-defined]
+            self._ensure_sqlite(con, config, view)
+            row = con.execute(f"SELECT mark FROM {_sqlite_meta(config)} WHERE view = ?", (view,)).fetchone()
+            return row[0] if row else None
+        held = self._get_client(config.online_store).get(_redis_key(config, view, MARK))  # type: ignore[attr-defined]
+        return None if held is None else _text(held)
+
+    def set_live_state_mark(self, config: "RepoConfig", view: str, mark: str) -> None:
+        if self._is_sqlite():
+            con = self._get_conn(config)  # type: ignore[attr-defined]
+            self._ensure_sqlite(con, config, view)
+            with con:
+                con.execute(f"INSERT OR REPLACE INTO {_sqlite_meta(config)} (view, mark) VALUES (?, ?)", (view, mark))
+            return
+        self._get_client(config.online_store).set(_redis_key(config, view, MARK), mark)  # type: ignore[attr-defined]
+
     def _is_sqlite(self) -> bool:
         from feast.infra.online_stores.sqlite import SqliteOnlineStore
 
@@ -242,6 +271,7 @@ class LiveReadMixin:
     def _ensure_sqlite(con, config: "RepoConfig", view: str) -> None:
         con.execute(f"CREATE TABLE IF NOT EXISTS {_sqlite_table(config, view)} (entity TEXT NOT NULL, "
                     "field TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (entity, field))")
+        con.execute(f"CREATE TABLE IF NOT EXISTS {_sqlite_meta(config)} (view TEXT PRIMARY KEY, mark TEXT NOT NULL)")
 
 
 def _text(b: Any) -> str:

@@ -74,10 +74,7 @@ def events_of_table(table: pa.Table, source: str) -> list[dict[str, Any]]:
     kinds = ["add"] * table.num_rows
     if "kind" in table.column_names:
         kinds = table.column("kind").to_pylist()
-        bad = next((i for i, k in enumerate(kinds) if k not in KINDS), None)
-        if bad is not None:
-            raise IngestError(f"{source}: row {bad}: kind {kinds[bad]!r} is not one of {', '.join(KINDS)}; "
-                              "rule known-kind; nothing was sent")
+        _check_kinds(kinds, source)
         table = table.drop_columns(["kind"])
     arrived = _us(serving_now())
     adds = table.filter(pa.array([k == "add" for k in kinds]))
@@ -96,6 +93,13 @@ def events_of_table(table: pa.Table, source: str) -> list[dict[str, Any]]:
             keys.append((r, s))
         events += _retractions(keys, source, arrived)
     return events
+
+
+def _check_kinds(kinds: list[Any], source: str) -> None:
+    bad = next((i for i, k in enumerate(kinds) if k not in KINDS), None)
+    if bad is not None:
+        raise IngestError(f"{source}: row {bad}: kind {kinds[bad]!r} is not one of {', '.join(KINDS)}; "
+                          "rule known-kind; nothing was sent")
 
 
 def _read_jsonl(path: Path) -> pa.Table:
@@ -124,6 +128,7 @@ def table_of_rows(rows: list[dict[str, Any]], source: str) -> pa.Table:
         raise IngestError(f"{source}: no commit events")
     names = [f.name for f in lake.COMMITS_ARROW_SCHEMA]
     has_kind = any("kind" in r for r in rows)
+    _check_kinds([r.get("kind", "add") for r in rows], source)
     retract = [r.get("kind") == "retract" for r in rows]
     if not all(retract):
         present = set().union(*(r.keys() for r, x in zip(rows, retract) if not x))

@@ -70,12 +70,23 @@ class Processor:
         self.log = log_ or open_log(self.p)
         self.max_batch = max_batch
         self.stats = RunStats()
+        self.rebuilt = 0
+        self.ensure_online()
+
+    def ensure_online(self) -> None:
+        """Rebuild the live views' versions from ``abukix.commit_events`` when the online store lost them (its mark
+        is gone: a new online store, a flushed Redis, a Redis restarted without persistence)."""
+        views = [t.name for t in LIVE_TABLES if t.events == COMMIT_EVENTS_TABLE]
+        lost = [v for v in views if self.online.live_state_mark(self.store.config, v) is None]
+        if lost:
+            self.rebuilt += rebuild_online(self.p, self.store, self.online, lost)
 
     def process(self, delivered: list) -> None:
         """Land, write online, acknowledge one fetched batch."""
         events = sorted(({**d.event, "seq": d.seq} for d in delivered), key=lambda e: (e["arrived_at"], e["seq"]))
         known_at = serving_now()
         landed = land(events, known_at, self.p)
+        self.ensure_online()
         for table in LIVE_TABLES:
             if table.events == COMMIT_EVENTS_TABLE:
                 self.online.write_live_versions(self.store.config, table.name, versions_of(landed.versions))
@@ -129,15 +140,19 @@ def run(once: bool = False, max_batch: int = MAX_BATCH, idle_timeout: float = 0.
         return proc.run(once, idle_timeout, stop, on_batch)
 
 
-def rebuild_online(p: Profile | None = None) -> int:
-    """Rewrite every live view's online versions from ``abukix.commit_events`` (after the online store lost them:
-    a flushed Redis, a new online DB). Returns the number of versions written."""
+def rebuild_online(p: Profile | None = None, store=None, online=None, views: Optional[list[str]] = None) -> int:
+    """Rewrite live views' online versions from ``abukix.commit_events`` (``skewless stream rebuild-online``; the
+    processor does it by itself when the online store lost them) and mark them held. Returns the versions written."""
+    import uuid
+
     from skewless.lake.events import read_versions
 
     p = p or profile()
-    store, online = _online(p)
+    if store is None:
+        store, online = _online(p)
     rows = read_versions(p)
-    for table in LIVE_TABLES:
-        online.clear_live_versions(store.config, table.name)
-        online.write_live_versions(store.config, table.name, versions_of(rows))
+    for name in views or [t.name for t in LIVE_TABLES if t.events == COMMIT_EVENTS_TABLE]:
+        online.clear_live_versions(store.config, name)
+        online.write_live_versions(store.config, name, versions_of(rows))
+        online.set_live_state_mark(store.config, name, uuid.uuid4().hex)
     return rows.num_rows
