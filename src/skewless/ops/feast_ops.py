@@ -153,6 +153,13 @@ def _materialize_end(day: date) -> datetime:
     return features.day_start(day) + timedelta(days=1) - timedelta(microseconds=1)
 
 
+def batch_views(store: "FeatureStore") -> list["FeatureView"]:
+    """The feature views built by `skewless features build` and materialized, by name (the live views are fed by
+    the stream processor and computed at read time: skewless.feast_ext.live)."""
+    names = {t.name for t in features.TABLES}
+    return sorted((fv for fv in store.list_feature_views() if fv.name in names), key=lambda v: v.name)
+
+
 def materialize(until: date, p: Profile | None = None) -> list[MaterializeResult]:
     """Load every feature view's rows with event time up to and including day ``until`` into the online store.
 
@@ -166,7 +173,7 @@ def materialize(until: date, p: Profile | None = None) -> list[MaterializeResult
     built = features.built_through(p)
     end = _materialize_end(until)
     results = []
-    for fv in store.list_feature_views():
+    for fv in batch_views(store):
         if built.get(fv.name) is None or built[fv.name] < until:
             raise lake.LakeError(f"feature view {fv.name} is built through {built.get(fv.name)}, not {until}; "
                                  f"run `skewless features build --until {until}` first")

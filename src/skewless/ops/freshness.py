@@ -279,7 +279,7 @@ class FreshnessReader:
         """The status of every feature view, sorted by name. A view with a bad SLO declaration raises."""
         p = self.profile
         out = []
-        for fv in sorted(self.store.list_feature_views(), key=lambda v: v.name):
+        for fv in feast_ops.batch_views(self.store):
             slo = slo_of(fv)
             tdef = _table_def(fv.name)
             table = self._table(fv.name)

@@ -55,13 +55,13 @@ def check(sample: int | None = 200, seed: int = 0, p: Profile | None = None, sto
     to inject a serving-side skew); by default it is ``store.get_online_features(...).to_df()``.
     """
     from skewless.feast_ext.ttl import serving_clock
-    from skewless.ops.feast_ops import feature_store
+    from skewless.ops.feast_ops import batch_views, feature_store
 
     p = p or profile()
     store = store or feature_store(p)
     rng = random.Random(seed)
     results = []
-    for fv in sorted(store.list_feature_views(), key=lambda v: v.name):
+    for fv in batch_views(store):
         as_of = online.online_as_of(fv)
         if as_of is None:
             raise lake.LakeError(f"feature view {fv.name} was never materialized; run `skewless materialize`")
