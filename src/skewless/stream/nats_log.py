@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures import wait as futures_wait
 from typing import Any, Awaitable, Sequence, TypeVar
 
 import nats
@@ -138,12 +138,15 @@ class NatsEventLog(EventLog):
                 coro.close()  # type: ignore[attr-defined]
                 raise EventLogError(f"{what} on {self.where}: the log is closed")
             fut = asyncio.run_coroutine_threadsafe(self._ready_then(coro), self._loop)
-            try:
-                return fut.result(timeout=timeout)
-            except FutureTimeout:
+            # Wait, then look: since 3.11 concurrent.futures.TimeoutError IS the builtin TimeoutError, which nats-py
+            # and asyncio raise inside the coroutine too; `except TimeoutError` around result() would mix the two.
+            done, _ = futures_wait([fut], timeout=timeout)
+            if not done:
                 fut.cancel()
                 raise EventLogError(f"{what} on {self.where} did not complete in {timeout:.0f} s: is the NATS "
-                                    f"server up and JetStream enabled (nats-server -js)?") from None
+                                    f"server up and JetStream enabled (nats-server -js)?")
+            try:
+                return fut.result()
             except EventLogError:
                 raise
             except (nats.errors.Error, nats.js.errors.Error, OSError, asyncio.TimeoutError) as e:
@@ -276,7 +279,7 @@ class NatsEventLog(EventLog):
             wait = max(0.05, deadline - time.monotonic()) if first else 0.05
             try:
                 msgs = await self._sub.fetch(want, timeout=wait)
-            except nats.errors.TimeoutError:
+            except asyncio.TimeoutError:  # nats-py raises both its own and asyncio's: nothing came
                 msgs = []
             first = False
             for m in msgs:
@@ -298,7 +301,7 @@ class NatsEventLog(EventLog):
             # A request for the last one: the server answers once it has applied it, and so all the earlier ones.
             try:
                 await msgs[-1].ack_sync(timeout=self.op_timeout)
-            except nats.errors.TimeoutError:
+            except asyncio.TimeoutError:
                 raise EventLogError(f"ack on {self.where}: the server did not confirm {len(msgs)} acks within "
                                     f"{self.op_timeout:g} s; unconfirmed events will be delivered again") from None
             for s in seqs:
