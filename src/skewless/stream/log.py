@@ -19,10 +19,7 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
-
-if TYPE_CHECKING:
-    from skewless.core.config import Profile
+from typing import Any, Sequence
 
 #: How long one publish or fetch waits for a locked SQLite log before it fails.
 SQLITE_BUSY_MS = 30_000
@@ -136,13 +133,3 @@ class SqliteEventLog(EventLog):
                 con.execute("ROLLBACK" if exc_type else "COMMIT")
 
         return _Tx()
-
-
-def open_log(p: "Profile") -> EventLog:
-    """The event log of profile ``p``: JetStream in production, the SQLite log locally."""
-    if p.event_broker == "nats":
-        from skewless.stream.nats_log import NatsEventLog
-
-        assert p.nats_url is not None
-        return NatsEventLog(p.nats_url, p.stream)
-    return SqliteEventLog(p.event_log_path)
