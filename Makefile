@@ -24,12 +24,14 @@ setup-airflow: $(UV)
 demo: setup
 	.venv/bin/skewless demo
 
+# nats-server (Debian package nats-server) is the production profile's event broker (ADR 0015); .ci/run starts it.
 # promtool (Debian package prometheus) runs the alert-rule tests (monitoring/alerts_test.yaml); without it they skip.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Java 17 and the JDBC drivers of Spark's Iceberg catalog (SQLite: local, PostgreSQL: production) for the Spark engine
 # (ADR 0008); without them the Spark tests skip.
 JDBC_JARS := /usr/share/java/sqlite-jdbc.jar /usr/share/java/postgresql.jar
 tools:
+	@(command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ]) || ($(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends nats-server)
 	@command -v promtool >/dev/null || ($(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends prometheus)
 	@(command -v java >/dev/null && ls $(JDBC_JARS) >/dev/null 2>&1) || ($(SUDO) apt-get update && \
 	  $(SUDO) apt-get install -y --no-install-recommends openjdk-17-jre-headless libxerial-sqlite-jdbc-java \

@@ -180,7 +180,7 @@ def _delete_stream(stream: str) -> None:
 @pytest.mark.production
 def test_replay_production(production, tmp_path):
     """Production profile (JetStream, Redis online store, PostgreSQL catalog and registry): 0 mismatches."""
-    from skewless.stream.log import open_log
+    from skewless.stream import open_log
 
     prepare_lake(tmp_path)
     with open_log(production) as log_:
@@ -292,7 +292,7 @@ def _crash_loop(env: dict[str, str], kills: int, seed: int, between=None) -> int
 
 
 def _clean_run(p: config.Profile, events) -> dict[str, Any]:
-    from skewless.stream.log import open_log
+    from skewless.stream import open_log
     from skewless.stream.processor import Processor
 
     with open_log(p) as log_:
@@ -306,7 +306,7 @@ def _clean_run(p: config.Profile, events) -> dict[str, Any]:
 def test_crash_safety_local(home, tmp_path, monkeypatch):
     """SIGKILLed at random points five times, the processor ends with the state of a clean run: nothing lost,
     nothing counted twice."""
-    from skewless.stream.log import open_log
+    from skewless.stream import open_log
 
     events = _events_once()
     prepare_lake(tmp_path)
@@ -369,7 +369,7 @@ def test_bad_events_refused_with_ingests_message(home, tmp_path):
     from skewless import lake
     from skewless.lake.ingest import IngestError, ingest
     from skewless.stream import intake
-    from skewless.stream.log import open_log
+    from skewless.stream import open_log
 
     for rule, path in _bad_sources(tmp_path).items():
         with pytest.raises(IngestError) as by_ingest:

@@ -35,7 +35,7 @@ def events_serve(
 ) -> None:
     """The push webhook: POST /events (skewless JSON) and POST /github (GitHub push payload) into the log."""
     from skewless.core.config import profile
-    from skewless.stream.log import open_log
+    from skewless.stream import open_log
     from skewless.stream.webhook import make_server
 
     log_ = run(lambda: open_log(profile()))

@@ -31,7 +31,8 @@ from skewless import lake
 from skewless.core.config import Profile, profile
 from skewless.feast_ext.clock import serving_now
 from skewless.lake.ingest import IngestError, check_repo_name, normalize, read_source
-from skewless.stream.log import EventLog, open_log
+from skewless.stream import open_log
+from skewless.stream.log import EventLog
 
 KINDS = ("add", "retract")
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)

@@ -24,7 +24,8 @@ from skewless.feast_ext.clock import serving_now
 from skewless.feast_ext.live import versions_of
 from skewless.features.definitions import LIVE_TABLES
 from skewless.lake.events import land
-from skewless.stream.log import EventLog, open_log
+from skewless.stream import open_log
+from skewless.stream.log import EventLog
 
 log = logging.getLogger(__name__)
 
