@@ -60,8 +60,10 @@ def run(source: Path, echo: Callable[[str], None] = print) -> bool:
     echo(train.metrics_table(trained.metrics))
     served = _serve_one(p, store, repos, day, echo)
     step("served one request over HTTP" if served else "serving FAILED")
+    fresh = _fresh(p, store, repos[0], echo)
+    step("pushed commits reached the online store" if fresh else "fresh path FAILED")
     step("done")
-    return all(r.ok for r in results) and served
+    return all(r.ok for r in results) and served and fresh
 
 
 def _serve_one(p, store, repos: list[str], day, echo: Callable[[str], None]) -> bool:
@@ -97,3 +99,41 @@ def _serve_one(p, store, repos: list[str], day, echo: Callable[[str], None]) -> 
          f"replayed at {at:%Y-%m-%d %H:%M} UTC): POST {url}\n  request:  {json.dumps(body)}\n"
          f"  response: HTTP {status} {json.dumps(answer)}")
     return status == 200
+
+
+def _fresh(p, store, repo: str, echo: Callable[[str], None]) -> bool:
+    """The fresh path: push three new commits of ``repo`` through the intake, run the stream processor once, and
+    print the live features (windows ending now) before and after, with the seconds from push to online."""
+    import hashlib
+    from datetime import datetime, timezone
+
+    from skewless.features.definitions import NEXT_WEEK_COMMITS_LIVE_SERVICE
+    from skewless.stream import intake, open_log
+    from skewless.stream.processor import Processor
+
+    service = store.get_feature_service(NEXT_WEEK_COMMITS_LIVE_SERVICE)
+
+    def live() -> pd.DataFrame:
+        return store.get_online_features(features=service, entity_rows=[{"repo": repo}]).to_df()
+
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    rows = []
+    for i, minutes in enumerate((50, 20, 5)):
+        at = (now - timedelta(minutes=minutes)).isoformat()
+        rows.append({"repo": repo, "sha": hashlib.sha1(f"{repo}{now}{i}".encode()).hexdigest(),
+                     "author_id": f"a_{hashlib.sha1(str(i % 2).encode()).hexdigest()[:12]}", "authored_at": at,
+                     "committed_at": at, "is_merge": False, "files_changed": 1, "lines_added": 3, "lines_deleted": 1,
+                     "languages": ["Python"]})
+    with open_log(p) as log_, Processor(log_=log_) as proc:
+        before = live()
+        t0 = time.perf_counter()
+        intake.publish(intake.events_of_table(intake.table_of_rows(rows, "demo"), "demo"), log_)
+        proc.drain()
+        after = live()
+        seconds = time.perf_counter() - t0
+    echo(f"\nFresh features ({service.name}, windows ending now) of {repo}, before and after pushing 3 commits "
+         f"made 50, 20 and 5 minutes ago (intake -> {log_.where} -> stream processor -> online store):")
+    table = pd.DataFrame([{**before.iloc[0].to_dict(), "when": "before"}, {**after.iloc[0].to_dict(), "when": "after"}])
+    echo(table.to_string(index=False))
+    echo(f"push -> visible to get_online_features: {seconds:.2f} s")
+    return int(after["commits_last_1h"].iloc[0]) == int(before["commits_last_1h"].iloc[0]) + 3
