@@ -22,7 +22,9 @@ def markdown(p: Profile | None = None) -> str:
         out.append("| feature | type | meaning | owner | freshness target |")
         out.append("|---|---|---|---|---|")
         for f in fv.features:
-            target = f"{slo_h:g} h for {float(fv.tags.get('freshness_objective', 0)):.0%} of {fv.tags.get('freshness_window_days')} days"
+            target = (f"{slo_h:g} h for {float(fv.tags.get('freshness_objective', 0)):.0%} of "
+                      f"{fv.tags.get('freshness_window_days')} days" if "freshness_slo_seconds" in fv.tags else
+                      "evaluated at read time from streamed events; no SLO declared yet")
             out.append(f"| `{f.name}` | {f.dtype} | {f.description} | {fv.owner} | {target} |")
         out.append("")
     for fs in sorted(repo.feature_services, key=lambda s: s.name):
