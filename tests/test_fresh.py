@@ -461,3 +461,60 @@ def test_webhook_refuses_bad_bodies_with_4xx_and_accepts_pushes(home):
         finally:
             server.shutdown()
             server.server_close()
+
+
+@pytest.mark.production
+@pytest.mark.slow
+def test_crash_safety_production(tmp_path, monkeypatch):
+    """JetStream + Redis + PostgreSQL: the processor is SIGKILLed five times, the broker and Redis (which comes
+    back EMPTY: no persistence) are restarted in between; the end state equals a clean run's."""
+    from reliability.servers import NATS_SERVER, NatsServer, PgDatabase, RedisServer, base_env, postgres_available
+
+    if NATS_SERVER is None or not postgres_available():
+        pytest.skip("needs nats-server and PostgreSQL on 127.0.0.1:5432")
+    events = _events_once()
+    runs = {}
+    for name in ("crashed", "clean"):
+        pg, redis_ = PgDatabase(), RedisServer(tmp_path / f"{name}-redis").start()
+        nats_ = NatsServer(tmp_path / f"{name}-nats").start()
+        try:
+            env = base_env()
+            env.update(SKEWLESS_ENV="production", SKEWLESS_HOME=str(tmp_path / name), SKEWLESS_PG_URL=pg.url,
+                       SKEWLESS_REDIS=redis_.connection_string, SKEWLESS_NATS=nats_.url,
+                       SKEWLESS_STREAM="CRASH", SKEWLESS_STREAM_ACK_WAIT="2")
+            for k in list(os.environ):
+                if k.startswith(("SKEWLESS_", "FEAST_")):
+                    monkeypatch.delenv(k)
+            for k, v in env.items():
+                monkeypatch.setenv(k, v)
+            for k, v in config.profile().feast_env().items():
+                monkeypatch.setenv(k, v)
+                env[k] = v
+            (tmp_path / f"{name}-batch").mkdir()
+            prepare_lake(tmp_path / f"{name}-batch")
+            if name == "clean":
+                runs[name] = _clean_run(config.profile(), events)
+                continue
+            from skewless.stream import open_log
+
+            with open_log(config.profile()) as log_:
+                log_.publish(events)
+
+            def restart(i: int) -> None:
+                if i == 1:
+                    nats_.restart()
+                elif i == 3:
+                    redis_.restart()  # empty: the next processor rebuilds the live versions from the lake
+
+            assert _crash_loop(env, kills=5, seed=5, between=restart) == 5
+            with open_log(config.profile()) as log_:
+                assert log_.pending() == 0
+            runs[name] = _state(config.profile())
+        finally:
+            nats_.stop()
+            redis_.stop()
+            pg.drop()
+    crashed, clean = runs["crashed"], runs["clean"]
+    assert crashed["versions"] and len(crashed["online_versions"]) == len(crashed["versions"])
+    for part in ("commits", "versions", "online_versions", "answer"):
+        assert crashed[part] == clean[part], part

@@ -37,6 +37,8 @@ Environment variables (all optional)
 ``SKEWLESS_NATS``      production only: the NATS server (JetStream) holding pushed commit events (default
                        ``nats://127.0.0.1:4222``); the local profile keeps them in a SQLite log in SKEWLESS_HOME.
 ``SKEWLESS_STREAM``    name of the commit-event stream (JetStream stream / local log; default ``SKEWLESS_COMMITS``).
+``SKEWLESS_STREAM_ACK_WAIT``  seconds JetStream waits for an acknowledgement before redelivering (default 30): how
+                       soon a restarted processor gets the events a killed one held.
 ``SKEWLESS_SERVING_SKEW``  DRILL ONLY, unset in normal operation: injects a serving-side skew into the online read
                        path (``window_edge`` | ``timezone[:<UTC offset hours>]``); see :mod:`skewless.drills.skew`.
 """
@@ -60,6 +62,8 @@ DEFAULT_REDIS = "127.0.0.1:6379,db=0"
 DEFAULT_NATS = "nats://127.0.0.1:4222"
 #: The JetStream stream of commit events (production) and the local log's name; SKEWLESS_STREAM overrides it.
 DEFAULT_STREAM = "SKEWLESS_COMMITS"
+#: Seconds JetStream waits for the processor's acknowledgement before it delivers an event again.
+DEFAULT_STREAM_ACK_WAIT = 30.0
 
 #: The project root (``feature_repo/`` lives here). Computed, not read from the working directory.
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
@@ -168,6 +172,7 @@ class Profile:
     spark_master: str = DEFAULT_SPARK_MASTER
     nats_url: str | None = None
     stream: str = DEFAULT_STREAM
+    stream_ack_wait: float = DEFAULT_STREAM_ACK_WAIT
 
     # --- commit events (the fresh path, ADR 0015) ------------------------------------------------------------
     @property
@@ -213,6 +218,7 @@ class Profile:
             "FEAST_FS_YAML_FILE_PATH": str(self.feature_store_yaml),
             "SKEWLESS_ENGINE": self.engine,
             "SKEWLESS_STREAM": self.stream,
+            "SKEWLESS_STREAM_ACK_WAIT": f"{self.stream_ack_wait:g}",
         }
         if self.engine == "spark":
             env["SKEWLESS_SPARK_MASTER"] = self.spark_master
@@ -257,6 +263,13 @@ def profile(environ: Mapping[str, str] | None = None) -> Profile:
     if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", stream):
         raise ProfileError(f"SKEWLESS_STREAM={stream!r} is not a stream name: use letters, digits, '_' and '-'")
     compute["stream"] = stream
+    raw_wait = (env.get("SKEWLESS_STREAM_ACK_WAIT") or "").strip()
+    try:
+        compute["stream_ack_wait"] = float(raw_wait) if raw_wait else DEFAULT_STREAM_ACK_WAIT
+    except ValueError:
+        raise ProfileError(f"SKEWLESS_STREAM_ACK_WAIT={raw_wait!r} is not a number of seconds") from None
+    if not 0.5 <= compute["stream_ack_wait"] <= 3600:
+        raise ProfileError(f"SKEWLESS_STREAM_ACK_WAIT={raw_wait!r}: give between 0.5 and 3600 seconds")
     if name == "production":
         redis = (env.get("SKEWLESS_REDIS") or "").strip() or DEFAULT_REDIS
         parse_redis(redis)  # a malformed value fails here, naming the problem, not deep inside Feast or redis-py

@@ -20,7 +20,7 @@ def open_log(p: "Profile") -> "EventLog":
         from skewless.stream.nats_log import NatsEventLog
 
         assert p.nats_url is not None
-        return NatsEventLog(p.nats_url, p.stream)
+        return NatsEventLog(p.nats_url, p.stream, ack_wait=p.stream_ack_wait)
     from skewless.stream.log import SqliteEventLog
 
     return SqliteEventLog(p.event_log_path)

@@ -110,7 +110,9 @@ class Processor:
             while not stop():
                 delivered = self.log.fetch(self.max_batch, idle_timeout)
                 if not delivered:
-                    if once:
+                    # --once drains: it returns when nothing is unacknowledged (events a killed processor held come
+                    # back after the broker's ack wait), not at the first empty fetch
+                    if once and self.log.pending() == 0:
                         break
                     continue
                 self.process(delivered)
