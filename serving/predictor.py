@@ -60,7 +60,7 @@ from serving.feature_log import FeatureLog
 from serving.metrics import metrics
 from serving.trees import compile_regressor, probe_rows
 from skewless.ops import online
-from skewless.core.config import FEATURE_SERVICE_TAG, Profile, profile
+from skewless.core.config import FEATURE_SERVICE_TAG, NEXT_WEEK_COMMITS_MODEL, Profile, profile
 from skewless.core.errors import SkewlessError
 
 if TYPE_CHECKING:
@@ -68,7 +68,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "next_week_commits"
+DEFAULT_MODEL = NEXT_WEEK_COMMITS_MODEL
 MAX_INSTANCES = 1000
 MAX_REPO_CHARS = 200
 #: Seconds between two readiness re-checks of a predictor that is not ready.

@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any, Optional
 
+from skewless.core.config import NEXT_WEEK_COMMITS_SERVICE
+
 GOALS = {
     "hist_time": 2.0,  # get_historical_features <= 2x the raw ASOF JOIN time
     "hist_mem": 1.5,  # ... and <= 1.5x its peak RSS
@@ -234,7 +236,7 @@ def markdown(results: dict[str, Any], command: str) -> str:
     on = results.get("online")
     if on and on["ok"]:
         r = on["result"]
-        lines += ["## Online reads (feature service `next_week_commits_v1`, Redis)", "",
+        lines += [f"## Online reads (feature service `{NEXT_WEEK_COMMITS_SERVICE}`, Redis)", "",
                   "The Feast SDK in-process (one FeatureStore, the production online store class) against raw HMGETs "
                   "of the same hashes from the same process, sequential requests after a warm-up.",
                   "",
