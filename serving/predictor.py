@@ -487,8 +487,8 @@ class NextWeekCommitsPredictor(kserve.Model):
         preds = np.full(len(repos), np.nan)
         if present.any():
             # One OpenMP thread per prediction (per calling thread): a request holds a row or a few, and
-            # fanning out every tree of the booster over all cores costs far more than it computes (measured
-            # 15x slower on 2 busy cores); concurrency comes from the server's request threads instead.
+            # fanning out every tree of the booster over all cores costs far more than it computes (measured:
+            # BENCHMARKS.md, section 2); concurrency comes from the server's request threads instead.
             with self._threads.limit(limits=1, user_api="openmp"):
                 preds[present] = self._predict(values[present])
         records = [dict(zip(self.feature_names, row)) for row in values.tolist()]
