@@ -10,7 +10,7 @@ from skewless.features.definitions import AUTHOR_ACTIVITY
 from sources import author_activity_source
 
 author_activity_fv = FeatureView(
-    name="author_activity",
+    name=AUTHOR_ACTIVITY.name,
     entities=[author],
     # Rows are change points (the day after a commit, and Mondays for the streak): a value holds until the next
     # row, however far away, so the view has no TTL. Staleness is watched by the freshness SLO instead.

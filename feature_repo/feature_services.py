@@ -9,9 +9,10 @@ from author_features import author_activity_fv
 from live_features import repo_activity_live_fv
 from skewless.features.definitions import NEXT_WEEK_COMMITS_LIVE_SERVICE
 from repo_features import repo_activity_fv
+from skewless.core.config import NEXT_WEEK_COMMITS_SERVICE
 
 next_week_commits_v1 = FeatureService(
-    name="next_week_commits_v1",
+    name=NEXT_WEEK_COMMITS_SERVICE,
     features=[repo_activity_fv],
     description="Features of the next-week-commits model: a repository's recent activity.",
     owner="ml@skewless.dev",

@@ -10,7 +10,7 @@ from skewless.features.definitions import REPO_ACTIVITY
 from sources import repo_activity_source
 
 repo_activity_fv = FeatureView(
-    name="repo_activity",
+    name=REPO_ACTIVITY.name,
     entities=[repo],
     # No TTL: the contract promises that after `materialize --until DAY` the online store serves the values as of
     # DAY whenever it is read, and online reads apply the same TTL rule as the offline join (skewless.feast_ext.ttl),

@@ -60,7 +60,7 @@ from serving.feature_log import FeatureLog
 from serving.metrics import metrics
 from serving.trees import compile_regressor, probe_rows
 from skewless.ops import online
-from skewless.core.config import FEATURE_SERVICE_TAG, Profile, profile
+from skewless.core.config import FEATURE_SERVICE_TAG, NEXT_WEEK_COMMITS_MODEL, Profile, profile
 from skewless.core.errors import SkewlessError
 
 if TYPE_CHECKING:
@@ -68,7 +68,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "next_week_commits"
+DEFAULT_MODEL = NEXT_WEEK_COMMITS_MODEL
 MAX_INSTANCES = 1000
 MAX_REPO_CHARS = 200
 #: Seconds between two readiness re-checks of a predictor that is not ready.
@@ -114,9 +114,9 @@ def array_predictor(model: Any, feature_names: list[str], columns: list[str], fa
 
     Training's model (``training.train.make_model``) is a Pipeline of a by-name column selector and a booster fitted on
     the selector's array output. For that shape the selector is only a column permutation, so the booster is called
-    on the permuted matrix directly: exact, and about 3x faster for one row than building a DataFrame for the
-    selector. A HistGradientBoostingRegressor booster is evaluated by :class:`serving.trees.CompiledForest` (the
-    same numbers, about 17x faster for one row); the returned function then carries it as ``.forest`` and the
+    on the permuted matrix directly: exact, and faster for one row than building a DataFrame for the selector. A
+    HistGradientBoostingRegressor booster is evaluated by :class:`serving.trees.CompiledForest` (the same numbers,
+    faster still; both speed-ups are measured in BENCHMARKS.md, section 2); the returned function then carries it as ``.forest`` and the
     permutation as ``.index``, so that the caller can check it. Any other model gets the DataFrame of ``columns``
     it was fitted on.
     """
@@ -334,11 +334,11 @@ class NextWeekCommitsPredictor(kserve.Model):
             # another component (training, in the same process) may have pointed at another store.
             client = MlflowClient(tracking_uri=uri, registry_uri=uri)
             if spec is None:
-                versions = client.search_model_versions(f"name = '{self.name}'")
-                if not versions:
+                latest = mlflow_home.latest_version(client, self.name)
+                if latest is None:
                     raise NotReady(f"no version of registered model {self.name!r} in MLflow at {uri}; "
                                    "train and register it first")
-                return max(versions, key=lambda v: int(v.version))
+                return latest
             if spec.isdigit():
                 return client.get_model_version(self.name, spec)
             return client.get_model_version_by_alias(self.name, spec.lstrip("@"))
@@ -487,8 +487,8 @@ class NextWeekCommitsPredictor(kserve.Model):
         preds = np.full(len(repos), np.nan)
         if present.any():
             # One OpenMP thread per prediction (per calling thread): a request holds a row or a few, and
-            # fanning out every tree of the booster over all cores costs far more than it computes (measured
-            # 15x slower on 2 busy cores); concurrency comes from the server's request threads instead.
+            # fanning out every tree of the booster over all cores costs far more than it computes (measured:
+            # BENCHMARKS.md, section 2); concurrency comes from the server's request threads instead.
             with self._threads.limit(limits=1, user_api="openmp"):
                 preds[present] = self._predict(values[present])
         records = [dict(zip(self.feature_names, row)) for row in values.tolist()]

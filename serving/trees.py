@@ -1,12 +1,12 @@
 """A scikit-learn ``HistGradientBoostingRegressor`` evaluated as a few whole-forest NumPy steps, for small batches.
 
 ``booster.predict`` on one row walks its trees one Python call at a time (``_predict_iterations``: one
-``TreePredictor.predict`` per tree, each validating its arguments and dispatching to Cython): about 9 µs per tree,
-1.4 ms for the 150 trees of training's model, which is most of a prediction request. :func:`compile_regressor`
+``TreePredictor.predict`` per tree, each validating its arguments and dispatching to Cython), which is most of a
+prediction request for training's model (timings: BENCHMARKS.md, section 2). :func:`compile_regressor`
 flattens the fitted trees into padded ``(n_trees, n_nodes)`` arrays once; :class:`CompiledForest` then descends
 every tree at once, one vectorised step per tree level, and adds the leaf values in sklearn's order, so the result
 is bit-for-bit ``booster.predict(X)`` (same comparisons ``x <= threshold``, same NaN routing, same sequential
-float64 sum from the baseline, same inverse link) at about a tenth of the cost for one row.
+float64 sum from the baseline, same inverse link) at a fraction of the cost for one row (BENCHMARKS.md, section 2).
 
 Only what the evaluator reproduces exactly is compiled: a fitted regressor with one tree per iteration, no
 categorical splits and no input preprocessor; anything else returns None and the caller keeps ``predict``.
@@ -24,8 +24,8 @@ import numpy as np
 class CompiledForest:
     """``predict(X)`` of a fitted HistGradientBoostingRegressor over a float matrix (see the module docstring)."""
 
-    #: Largest batch evaluated here; measured on training's model (150 trees of depth 6, one core): 17x faster than
-    #: ``predict`` for 1 row, 1.8x for 100, 0.55x for 1,000.
+    #: Largest batch evaluated here: faster than ``predict`` for small batches, slower for large ones (measured on
+    #: training's model: BENCHMARKS.md, section 2).
     max_rows = 128
 
     def __init__(self, booster: Any, nodes: list[np.ndarray]):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,7 @@ from skewless.core import config
 from skewless.data import SAMPLE_COMMITS
 
 SAMPLE = SAMPLE_COMMITS
-FULL = config.PROJECT_ROOT.parent / "shared" / "data" / "commits" / "commits.parquet"
+FULL = config.SHARED_COMMITS
 
 
 @pytest.fixture

@@ -13,8 +13,6 @@ import json
 import os
 import re
 import shlex
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +24,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from processes import free_port, stop_group
 from skewless.core.config import PROJECT_ROOT
 
 SKEWLESS = [sys.executable, "-m", "skewless.cli"]
@@ -235,12 +234,6 @@ def pd_ts(day: str):
     return pd.Timestamp(day, tz="UTC")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _get(url: str) -> tuple[int, str]:
     try:
         with urllib.request.urlopen(url, timeout=10) as resp:
@@ -250,7 +243,7 @@ def _get(url: str) -> tuple[int, str]:
 
 
 def test_feast_ui_starts_and_serves_the_registry(skewless_home, tmp_path):
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "ui.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(FEAST + ["ui", "--host", "127.0.0.1", "--port", str(port)], env=skewless_home,
@@ -269,9 +262,4 @@ def test_feast_ui_starts_and_serves_the_registry(skewless_home, tmp_path):
         assert status == 200, body
         assert {"repo_activity", "author_activity"} <= set(re.findall(r'"name":\s*"(\w+)"', body)), body[:2000]
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_group(proc)

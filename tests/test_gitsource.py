@@ -29,7 +29,7 @@ from skewless.lake.gitsource import (
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="needs the git executable")
 
 SAMPLE = config.PROJECT_ROOT / "src" / "skewless" / "data" / "sample_commits.parquet"
-README = config.PROJECT_ROOT.parent / "shared" / "data" / "commits" / "README.md"
+README = config.SHARED_COMMITS.with_name("README.md")
 
 # Mixed case and surrounding spaces: author_id must normalise them away.
 ALICE = "  Alice.Dev@Example.COM "

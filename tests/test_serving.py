@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from processes import free_port
 from skewless.core import config
 
 httpx = pytest.importorskip("httpx")
@@ -40,14 +41,6 @@ STATE_TIMEOUT = 120.0
 
 # --- helpers ----------------------------------------------------------------------------------------------------
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _env(monkeypatch: pytest.MonkeyPatch, **values: str) -> dict[str, str]:
     """Point this process (and a child's environment, returned) at one profile only."""
     for k in list(os.environ):
@@ -61,7 +54,7 @@ def _env(monkeypatch: pytest.MonkeyPatch, **values: str) -> dict[str, str]:
 
 
 def _start(env: dict[str, str], log: Path) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
+    port = free_port()
     # The sample ends on LAST_DAY: the server replays noon of that day (the views' TTL is applied then).
     cmd = [sys.executable, "-m", "skewless.cli", "serve", "--port", str(port), "--model-name", MODEL,
            "--serving-time", SERVING_TIME.isoformat()]

@@ -8,8 +8,6 @@ import io
 import json
 import os
 import re
-import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -18,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from processes import free_port, stop_group
 from skewless.core import terminal
 
 SKEWLESS = str(Path(sys.executable).parent / "skewless")
@@ -101,15 +100,9 @@ def test_mlflow_artifacts_stay_in_the_home(demo):
     assert any((home / "mlartifacts").rglob("MLmodel"))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_serve_prints_its_progress_until_ready(demo, tmp_path):
     home, _, _ = demo
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "serve.log"
     with open(log, "w") as out:
         proc = subprocess.Popen([SKEWLESS, "serve", "--port", str(port)], env=_env(home), cwd=tmp_path,
@@ -122,12 +115,7 @@ def test_serve_prints_its_progress_until_ready(demo, tmp_path):
             assert time.monotonic() < deadline, f"skewless serve never said it was ready:\n{log.read_text()}"
             time.sleep(0.5)
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_group(proc)
     lines = log.read_text().splitlines()
     steps = ["loading KServe, MLflow and Feast ...", "reading model 'next_week_commits' from the MLflow registry ...",
              "opening the Feast registry: feature service 'next_week_commits_v1' of version 1 ...",

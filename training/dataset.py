@@ -17,6 +17,7 @@ import pandas as pd
 
 from skewless.feast_ext import pinned
 from skewless.lake import snapshots
+from skewless.core.config import NEXT_WEEK_COMMITS_SERVICE
 from skewless.core.errors import SkewlessError
 from training import labels as labels_mod
 from training.labels import BASELINES, KEYS, LABEL
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
     from feast import FeatureService, FeatureStore
 
 #: The feature service (the versioned contract) the model is trained and served with.
-FEATURE_SERVICE = "next_week_commits_v1"
+FEATURE_SERVICE = NEXT_WEEK_COMMITS_SERVICE
 #: Default size of the evaluation split, in weeks.
 TEST_WEEKS = 26
 

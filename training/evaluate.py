@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from skewless.core import mlflow_home
 from skewless.core.config import Profile, profile
 from skewless.core.errors import SkewlessError
 from training import dataset, train
@@ -57,10 +58,9 @@ def compare(run_id: str, p: Profile | None = None, store: "FeatureStore | None" 
             raise EvaluationError(f"MLflow run {run_id} has no {key} metric or cutoff param: not a training run")
         candidate = run.data.metrics[key]
         cutoff = run.data.params["cutoff"]
-        versions = client.search_model_versions(f"name='{train.MODEL_NAME}'")
-        if not versions:
+        latest = mlflow_home.latest_version(client, train.MODEL_NAME)
+        if latest is None:
             return Comparison(run_id, METRIC, candidate, None, None, 0, True)
-        latest = max(versions, key=lambda v: int(v.version))
         service = latest.tags.get(train.FEATURE_SERVICE_TAG)
         if not service:
             raise EvaluationError(f"{train.MODEL_NAME} version {latest.version} has no "

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping
 import numpy as np
 import pandas as pd
 
-from skewless.core.config import FEATURE_SERVICE_TAG, Profile, profile
+from skewless.core.config import FEATURE_SERVICE_TAG, NEXT_WEEK_COMMITS_MODEL, Profile, profile
 from skewless.core.errors import SkewlessError
 from training import dataset
 from training.labels import BASELINES, KEYS, LABEL
@@ -28,8 +28,8 @@ if TYPE_CHECKING:
     from feast import FeatureStore
     from sklearn.pipeline import Pipeline
 
-MODEL_NAME = "next_week_commits"
-EXPERIMENT = "next_week_commits"
+MODEL_NAME = NEXT_WEEK_COMMITS_MODEL
+EXPERIMENT = NEXT_WEEK_COMMITS_MODEL
 #: Run tag prefix of the snapshot ids read (``iceberg.snapshot.abukix.commits`` ...).
 SNAPSHOT_TAG = "iceberg.snapshot."
 #: Run tag: URI of the logged model (what :func:`register` registers).

@@ -16,7 +16,7 @@ def run(source: Path, echo: Callable[[str], None] = print) -> bool:
     from skewless.ops import feast_ops, parity
     from skewless.lake import ingest
     from skewless.core import terminal
-    from skewless.core.config import profile
+    from skewless.core.config import NEXT_WEEK_COMMITS_MODEL, NEXT_WEEK_COMMITS_SERVICE, profile
 
     p = profile()
     echo(f"skewless demo — profile {p.name}, home {p.home}")
@@ -36,7 +36,7 @@ def run(source: Path, echo: Callable[[str], None] = print) -> bool:
         step(str(r))
 
     store = feast_ops.feature_store(p)
-    service = store.get_feature_service("next_week_commits_v1")
+    service = store.get_feature_service(NEXT_WEEK_COMMITS_SERVICE)
     repos = sorted(set(lake.commits_table(p).scan(selected_fields=("repo",)).to_arrow()["repo"].to_pylist()))
     probes = [pd.Timestamp(day, tz="UTC") - pd.Timedelta(days=d) for d in (0, 7, 28)]
     entity_df = pd.DataFrame([(r, t) for r in repos[:3] for t in probes], columns=["repo", "event_timestamp"])
@@ -55,7 +55,7 @@ def run(source: Path, echo: Callable[[str], None] = print) -> bool:
 
     with terminal.library_output(stderr=True):  # MLflow's "Successfully registered model ..." lines
         trained = train.train(p=p)
-    echo(f"\nTrained next_week_commits through Feast: MLflow run {trained.run_id}, registered version "
+    echo(f"\nTrained {NEXT_WEEK_COMMITS_MODEL} through Feast: MLflow run {trained.run_id}, registered version "
          f"{trained.model_version} (evaluation weeks from {trained.cutoff:%Y-%m-%d}):")
     echo(train.metrics_table(trained.metrics))
     served = _serve_one(p, store, repos, day, echo)

@@ -12,7 +12,6 @@ metadata DB is SQLite in a temporary AIRFLOW_HOME (conftest). Order matters and 
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from datetime import date, datetime, timezone
@@ -25,6 +24,7 @@ pytestmark = [pytest.mark.airflow, pytest.mark.production, pytest.mark.timeout(1
 pytest.importorskip("airflow.sdk")
 
 from skewless.core import config  # noqa: E402
+from values import same  # noqa: E402
 
 DAG_ID = "commits_features_daily"
 REDIS_DB = 12
@@ -133,14 +133,6 @@ def _offline_as_of(view: str, day: date):
     return df.sort_values("event_timestamp").groupby(key).tail(1).set_index(key)
 
 
-def _same(a, b) -> bool:
-    a_null = a is None or (isinstance(a, float) and math.isnan(a))
-    b_null = b is None or (isinstance(b, float) and math.isnan(b))
-    if a_null or b_null:
-        return a_null and b_null
-    return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-9)
-
-
 def _assert_online_serves(day: date) -> None:
     """The online store holds, for every entity, exactly the offline row in force on ``day``, stamped with it."""
     from skewless.ops import feast_ops
@@ -154,7 +146,7 @@ def _assert_online_serves(day: date) -> None:
         for entity, row in offline.iterrows():
             got = online[entity]
             for f in features:
-                assert _same(got[f], row[f]), (view, entity, f, got[f], row[f])
+                assert same(got[f], row[f]), (view, entity, f, got[f], row[f])
                 assert got[f + "__ts"] == int(row.event_timestamp.timestamp()), (view, entity, f)
         if view == "repo_activity":  # dense: every repo has the row of the day itself
             assert {got[features[0] + "__ts"] for got in online.values()} == {int(_utc(day).timestamp())}

@@ -40,11 +40,9 @@ the component logs (and task logs) are printed when a test fails.
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -62,7 +60,9 @@ pytestmark = [pytest.mark.airflow, pytest.mark.timeout(1200)]
 # import as a namespace package named airflow.
 pytest.importorskip("airflow.sdk")
 
+from processes import free_port  # noqa: E402
 from skewless.core import config  # noqa: E402
+from values import same  # noqa: E402
 
 DAG_ID = "commits_features_daily"
 BACKFILL = (date(2026, 8, 18), date(2026, 8, 20))  # logical dates (interval starts), inside the sample's history
@@ -86,12 +86,6 @@ def _utc(d: date) -> datetime:
 
 def _today() -> date:
     return datetime.now(timezone.utc).date()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _parse(ts: str | None) -> datetime | None:
@@ -267,7 +261,7 @@ def deployment(tmp_path_factory):
     source = root / "sources" / "commits.parquet"
     source.parent.mkdir()
     shutil.copyfile(config.SAMPLE_COMMITS, source)
-    port = _free_port()
+    port = free_port()
     dep = Deployment(root, _subprocess_env(root, port, source), port, source)
     (dep.airflow_home / "config").mkdir(parents=True)
     (dep.airflow_home / "config" / "airflow_local_settings.py").write_text(LOCAL_SETTINGS)
@@ -355,14 +349,6 @@ def _assert_same_state(before: dict, after: dict) -> None:
     assert sum(len(rows) for rows in before["online"].values()) > 0
 
 
-def _same(a, b) -> bool:
-    a_null = a is None or (isinstance(a, float) and math.isnan(a))
-    b_null = b is None or (isinstance(b, float) and math.isnan(b))
-    if a_null or b_null:
-        return a_null and b_null
-    return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-9)
-
-
 def _assert_online_serves(day: date) -> None:
     """Through Feast: every repository's online values are its Iceberg row of ``day``, stamped ``day`` 00:00 UTC;
     every author's are the author's latest row up to ``day``."""
@@ -381,7 +367,7 @@ def _assert_online_serves(day: date) -> None:
         assert len(offline) > 0 and got[key] == list(offline.index)
         for i, (entity, row) in enumerate(offline.iterrows()):
             for f in fv.features:
-                assert _same(got[f.name][i], row[f.name]), (view, entity, f.name, got[f.name][i], row[f.name])
+                assert same(got[f.name][i], row[f.name]), (view, entity, f.name, got[f.name][i], row[f.name])
                 assert got[f.name + "__ts"][i] == int(row.event_timestamp.timestamp()), (view, entity, f.name)
         if view == "repo_activity":  # dense: every repository has the row of the day itself
             assert set(got[fv.features[0].name + "__ts"]) == {int(_utc(day).timestamp())}

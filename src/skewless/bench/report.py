@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any, Optional
 
+from skewless.core.config import NEXT_WEEK_COMMITS_SERVICE
+
 GOALS = {
     "hist_time": 2.0,  # get_historical_features <= 2x the raw ASOF JOIN time
     "hist_mem": 1.5,  # ... and <= 1.5x its peak RSS
@@ -144,6 +146,11 @@ def cluster_section(results: dict[str, Any], s: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _verdict(ok: bool) -> str:
+    """A goal's verdict, in bold."""
+    return "**met**" if ok else "**NOT met**"
+
+
 def markdown(results: dict[str, Any], command: str) -> str:
     """The report as Markdown."""
     s = summary(results)
@@ -234,7 +241,7 @@ def markdown(results: dict[str, Any], command: str) -> str:
     on = results.get("online")
     if on and on["ok"]:
         r = on["result"]
-        lines += ["## Online reads (feature service `next_week_commits_v1`, Redis)", "",
+        lines += [f"## Online reads (feature service `{NEXT_WEEK_COMMITS_SERVICE}`, Redis)", "",
                   "The Feast SDK in-process (one FeatureStore, the production online store class) against raw HMGETs "
                   "of the same hashes from the same process, sequential requests after a warm-up.",
                   "",
@@ -256,25 +263,22 @@ def markdown(results: dict[str, Any], command: str) -> str:
         if x:
             lines.append(f"- historical ({case}): time {x['time_ratio']:.2f}x raw (goal <= {GOALS['hist_time']}x), "
                          f"peak RSS {x['rss_ratio']:.2f}x raw (goal <= {GOALS['hist_mem']}x), identical results: "
-                         f"**{'met' if x['met'] else 'NOT met'}**")
+                         f"{_verdict(x['met'])}")
     x = g.get("materialization")
     if x:
         lines.append(f"- materialization: {x['share_of_ceiling']:.0%} of the Redis write ceiling (goal >= 50%), "
                      f"peak RSS {x['peak_rss_mb']:.0f} MB (goal <= 1000), kill and re-run safe: "
-                     f"{x['kill_rerun_identical']}: **{'met' if x['met'] else 'NOT met'}**")
+                     f"{x['kill_rerun_identical']}: {_verdict(x['met'])}")
     x = g.get("cluster_materialization")
     if x:
         lines.append(f"- materialization into a Redis Cluster ({x['masters']} masters): {x['share_of_ceiling']:.0%} of "
                      f"the same cluster's write ceiling (the single-Redis goal, >= 50%), identical states: "
-                     f"{x['identical']}: **{'met' if x['met'] else 'NOT met'}**")
+                     f"{x['identical']}: {_verdict(x['met'])}")
     x = g.get("online")
     if x:
-        def verdict(ok: bool) -> str:
-            return "**met**" if ok else "**NOT met**"
-
         lines.append(f"- online (serving's goal, measured here; goal <= 3x raw HMGET): get_online_features p99 "
-                     f"{x['p99_ratio_1']:.1f}x for 1 entity: {verdict(x['met_1'])}; {x['p99_ratio_100']:.1f}x for 100 "
-                     f"entities per call: {verdict(x['met_100'])}")
+                     f"{x['p99_ratio_1']:.1f}x for 1 entity: {_verdict(x['met_1'])}; {x['p99_ratio_100']:.1f}x for 100 "
+                     f"entities per call: {_verdict(x['met_100'])}")
     return "\n".join(lines) + "\n"
 
 

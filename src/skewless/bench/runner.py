@@ -38,13 +38,14 @@ from typing import Any, Callable, Optional
 
 from skewless.core import config
 from skewless.bench.data import Sizes
+from skewless.features.definitions import REPO_ACTIVITY
 from skewless.core.errors import SkewlessError
 
-HIST_VIEW = "repo_activity"
+HIST_VIEW = REPO_ACTIVITY.name
 TTL_VIEW = "repo_activity_ttl1d"
 NOTTL_VIEW = "repo_activity_nottl"
 MAT_VIEW = "repo_activity_wide"  # 10 features: the materialization size (bench.data.wide_table)
-SERVICE = "next_week_commits_v1"
+SERVICE = config.NEXT_WEEK_COMMITS_SERVICE
 OFFLINE = {"skewless": "skewless.feast_ext.offline.IcebergOfflineStore", "stock": "duckdb"}
 STREAMING = "skewless.feast_ext.materialize.StreamingComputeEngine"
 
@@ -301,7 +302,7 @@ class Bench:
                 self.echo(f"historical {case}, {n:,} entity rows x {hist['rows']:,} feature rows")
                 base = {"task": "historical", "view": view, "n": n, "entity_path": str(w / "entity_rows.parquet"),
                         "features": meta["features"], "entity": meta["entity"], "ttl_us": meta["ttl_us"],
-                        "table": "features.repo_activity"}
+                        "table": REPO_ACTIVITY.identifier}
                 runs: dict[str, list[Outcome]] = {"raw": [], "skewless": [], "stock": []}
                 parquet: dict[str, Path] = {}
                 reps = self.repeats if n == self.sizes.headline else 1
@@ -507,7 +508,7 @@ class Bench:
         from skewless.core.config import profile
 
         p = profile({"SKEWLESS_ENV": "local", "SKEWLESS_HOME": str(self.workdir / "mat")})
-        t = lake.load_table("features.repo_activity", p).scan(selected_fields=(key,), limit=200_000).to_arrow()
+        t = lake.load_table(REPO_ACTIVITY.identifier, p).scan(selected_fields=(key,), limit=200_000).to_arrow()
         return pc.unique(t[key]).to_pylist()[:20_000]
 
     # --- everything ---------------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from skewless.core.config import NEXT_WEEK_COMMITS_SERVICE
 from skewless.core.errors import SkewlessError
 
 SKEWLESS = str(Path(sys.executable).with_name("skewless"))
@@ -89,9 +90,10 @@ def retrieve(entities: int, seed: int = 0) -> None:
     import pandas as pd
 
     from skewless import lake
+    from skewless.features.definitions import REPO_ACTIVITY
     from skewless.ops import feast_ops
 
-    t = lake.load_table("features.repo_activity").scan(selected_fields=("repo", "event_timestamp")).to_arrow()
+    t = lake.load_table(REPO_ACTIVITY.identifier).scan(selected_fields=("repo", "event_timestamp")).to_arrow()
     repos = sorted(set(t["repo"].to_pylist()))
     lo, hi = pc.min(t["event_timestamp"]).as_py(), pc.max(t["event_timestamp"]).as_py()
     rng = random.Random(seed)
@@ -99,7 +101,7 @@ def retrieve(entities: int, seed: int = 0) -> None:
     df = pd.DataFrame({"repo": [rng.choice(repos) for _ in range(entities)],
                        "event_timestamp": [lo + timedelta(seconds=rng.randrange(span)) for _ in range(entities)]})
     store = feast_ops.feature_store()
-    out = store.get_historical_features(entity_df=df, features=store.get_feature_service("next_week_commits_v1")
+    out = store.get_historical_features(entity_df=df, features=store.get_feature_service(NEXT_WEEK_COMMITS_SERVICE)
                                         ).to_df()
     print(len(out), int(out["commits_last_30d"].notna().sum()))
 

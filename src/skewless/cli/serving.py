@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from skewless.cli.app import app, run
+from skewless.core.config import NEXT_WEEK_COMMITS_MODEL
 from skewless.core.errors import SkewlessError
 
 
@@ -16,7 +17,7 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to bind (loopback by default).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="HTTP port.")] = 8080,
     model_name: Annotated[str, typer.Option(help="Registered MLflow model (also the KServe model name).")]
-    = "next_week_commits",
+    = NEXT_WEEK_COMMITS_MODEL,
     model_version: Annotated[Optional[str], typer.Option(
         help="Model version number or alias (default: the latest version).")] = None,
     max_instances: Annotated[int, typer.Option(help="Largest batch accepted (more: 400).")] = 1000,

@@ -80,6 +80,11 @@ FEATURES_NAMESPACE = "features"
 #: Tag of an MLflow run / registered model version naming the Feast feature service it was trained on: training
 #: sets it, the predictor fetches that service, lineage and the feature guard read it. One definition.
 FEATURE_SERVICE_TAG = "feature_service"
+#: The next-week-commits model (its MLflow registered name) and the Feast feature service, the versioned contract,
+#: it is trained and served with. Declared once: feature_repo/feature_services.py, training, serving, the drills,
+#: the demo and the benchmarks read them from here (the lightest layer, so the CLI's defaults cost no import).
+NEXT_WEEK_COMMITS_MODEL = "next_week_commits"
+NEXT_WEEK_COMMITS_SERVICE = "next_week_commits_v1"
 
 
 class ProfileError(SkewlessError, ValueError):

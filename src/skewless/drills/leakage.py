@@ -185,7 +185,7 @@ def markdown(result: DrillResult, variants: Mapping[str, str]) -> str:
     """The drill's report as Markdown (every number comes from ``result``)."""
     t = result.table
     lines = [
-        "# Leakage drill: next_week_commits",
+        f"# Leakage drill: {train.MODEL_NAME}",
         "",
         "Regenerate with `skewless drills leakage` (see `src/skewless/drills/leakage.py`). Same model, same evaluation weeks;",
         "**offline** = scored with the features it was trained with (what its author believes), **honest** =",

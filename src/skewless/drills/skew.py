@@ -285,9 +285,9 @@ def _markdown(r: DrillResult) -> str:
         "## Setup",
         "",
         f"- Data: {src} — {r.repos} repositories, in a scratch local home (`{r.home}`) that the drill wipes.",
-        f"- Model: `next_week_commits` version {r.model_version}, trained by `training.train` on the {r.n_train} "
+        f"- Model: `{config.NEXT_WEEK_COMMITS_MODEL}` version {r.model_version}, trained by `training.train` on the {r.n_train} "
         f"observed weeks that end before {r.mondays[0]:%Y-%m-%d} (Poisson gradient boosting on feature service "
-        "`next_week_commits_v1`).",
+        f"`{config.NEXT_WEEK_COMMITS_SERVICE}`).",
         f"- Backtest: the {len(r.mondays)} Mondays {r.mondays[0]:%Y-%m-%d} … {r.mondays[-1]:%Y-%m-%d} (the model's "
         "evaluation weeks). For each Monday the online store is materialized as of that day and every repository "
         "is served through the real predictor (`serving.predictor.NextWeekCommitsPredictor.serve_repos`, in "
@@ -322,7 +322,7 @@ def _markdown(r: DrillResult) -> str:
         f"Flag (**⚑**): PSI ≥ {PSI_ALERT}, or KS p < {KS_ALPHA} with KS D ≥ {KS_MIN_STATISTIC}. PSI uses ten quantile "
         "bins of the reference plus a null bin.",
         "",
-        f"### 2a. Skew test: served features against the training set's rows of the same examples",
+        "### 2a. Skew test: served features against the training set's rows of the same examples",
         "",
         "The served rows of the labelled backtest examples (read back from the serving log) against the training "
         f"set's rows for the same repositories and Mondays ({r.n_evaluation} rows, built by `training.dataset` "

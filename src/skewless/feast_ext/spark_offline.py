@@ -16,8 +16,7 @@ point-in-time join runs distributed. Everything else is Feast's Spark store, unc
   is reported back, so a training run can log and reproduce exactly what it read.
 * **An as-of join instead of a range join**: Feast's Spark template joins every entity row to every feature row of
   its entity at or before it (bounded only by the TTL), then keeps the newest per entity row with a window. For
-  a dense daily table without TTL that is O(entity rows × days): 685 s for 100k entity rows over 90k repo rows
-  (BENCHMARKS.md). Each view's ``<view>__cleaned`` statement of Feast's rendered query is replaced by the as-of
+  a dense daily table without TTL that is O(entity rows × days) (measured: BENCHMARKS.md, section 3). Each view's ``<view>__cleaned`` statement of Feast's rendered query is replaced by the as-of
   form of :mod:`skewless.features.spark.dialect` rule 1: entity rows and feature rows in one union, sorted by time inside
   each entity key, every entity row taking ``last(feature row) IGNORE NULLS`` — the newest row at or before it,
   ties by the newest ``created_timestamp``, then nulled when older than ``T − ttl`` (the exact ``timedelta``;

@@ -338,10 +338,14 @@ def _dedupe_within(t: pa.Table, source: str) -> tuple[pa.Table, list[tuple[str, 
     return deduped.cast(t.schema), [tuple(c) for c in conflicts]
 
 
-def _drop_keys(t: pa.Table, keys, source: str, rule: str, reason: str) -> tuple[pa.Table, list[Rejected]]:
+def _drop_keys(t: pa.Table, keys, source: str, rule: str, reason: str,
+               hidden: tuple[str, ...] = ()) -> tuple[pa.Table, list[Rejected]]:
+    """``t`` without the rows of the (repo, sha) ``keys``, and those rows set aside as :class:`Rejected`; the
+    ``hidden`` columns (ingest's own bookkeeping) stay in the table but are left out of the rejected rows."""
     keyset = set(map(tuple, keys))
     hit = pa.array([(r, s) in keyset for r, s in zip(t["repo"].to_pylist(), t["sha"].to_pylist())], pa.bool_())
-    return t.filter(pc.invert(hit)), _reject(t, pc.indices_nonzero(hit).to_pylist(), source, rule, reason)
+    rows = pc.indices_nonzero(hit).to_pylist()
+    return t.filter(pc.invert(hit)), _reject(t.drop_columns(list(hidden)), rows, source, rule, reason)
 
 
 @dataclass
@@ -586,13 +590,9 @@ def ingest(sources: Sequence[Path | str], show_progress: bool = False, name: str
             if not skip_invalid:
                 raise _fail(joined, f"commit {conflicts[0][1]} of {conflicts[0][0]} appears twice with different "
                                     f"values; rule one-row-per-key; {SKIP_HINT}")
-            _, dup_rejected = _drop_keys(tagged.drop_columns(["_src"]), conflicts, joined, "one-row-per-key",
-                                         "the commit appears twice with different values")
+            tagged, dup_rejected = _drop_keys(tagged, conflicts, joined, "one-row-per-key",
+                                              "the commit appears twice with different values", hidden=("_src",))
             rejected += dup_rejected
-            keyset = set(conflicts)
-            keep = pa.array([(r, s) not in keyset for r, s in zip(tagged["repo"].to_pylist(),
-                                                                   tagged["sha"].to_pylist())], pa.bool_())
-            tagged = tagged.filter(keep)
         # one row per key (exact duplicates across sources): the first source's
         con = utc_duckdb()
         con.register("t", tagged)
