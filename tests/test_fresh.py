@@ -129,6 +129,20 @@ def _nats_up() -> bool:
         return False
 
 
+def use_profile(monkeypatch, env: dict[str, str]) -> dict[str, str]:
+    """Switch this process to the profile ``env`` describes (no other SKEWLESS_/FEAST_ variable left); returns
+    the Feast variables it exported."""
+    for k in list(os.environ):
+        if k.startswith(("SKEWLESS_", "FEAST_")):
+            monkeypatch.delenv(k)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    feast_env = config.profile().feast_env()
+    for k, v in feast_env.items():
+        monkeypatch.setenv(k, v)
+    return feast_env
+
+
 @pytest.fixture
 def production(tmp_path, monkeypatch):
     """The production profile on its own PostgreSQL database, Redis DB 9 and JetStream stream; cleaned up."""
@@ -142,13 +156,7 @@ def production(tmp_path, monkeypatch):
     env = dict(SKEWLESS_ENV="production", SKEWLESS_HOME=str(tmp_path / "home"),
                SKEWLESS_PG_URL=f"postgresql+psycopg://postgres@127.0.0.1:5432/{db}",
                SKEWLESS_REDIS="127.0.0.1:6379,db=9", SKEWLESS_NATS=NATS_URL, SKEWLESS_STREAM=stream)
-    for k in list(os.environ):
-        if k.startswith(("SKEWLESS_", "FEAST_")):
-            monkeypatch.delenv(k)
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    for k, v in config.profile().feast_env().items():
-        monkeypatch.setenv(k, v)
+    use_profile(monkeypatch, env)
     redis.Redis(host="127.0.0.1", port=6379, db=9).flushdb()
     try:
         yield config.profile()
@@ -262,25 +270,32 @@ def _events_once() -> list[dict[str, Any]]:
 
 
 def _crash_loop(env: dict[str, str], kills: int, seed: int, between=None) -> int:
-    """Run `skewless stream run` in a subprocess and SIGKILL it at random points after it started applying
-    batches, ``kills`` times (``between(i)`` runs after each kill: restart a server); then drain with --once."""
+    """Run `skewless stream run` in a subprocess and SIGKILL it at a random point after it applied its first batch,
+    ``kills`` times (``between(i)`` runs after each kill: restart a server); then drain with --once. Returns the
+    number of kills made while events were still waiting (a run that finds nothing left ends the loop)."""
     import random
+    import select
     import signal
     import subprocess
     import sys
     import time
 
     rng = random.Random(seed)
-    cli = [sys.executable, "-m", "skewless.cli", "stream", "run", "--max-batch", "7"]
+    cli = [sys.executable, "-m", "skewless.cli", "stream", "run", "--max-batch", "3"]
     done = 0
     for i in range(kills):
         proc = subprocess.Popen(cli, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         assert proc.stdout is not None
-        line = proc.stdout.readline()  # the first applied batch (or an error)
+        ready, _, _ = select.select([proc.stdout], [], [], 120)  # the first applied batch prints a line
+        if not ready:  # nothing left to apply
+            proc.kill()
+            proc.wait(30)
+            break
+        line = proc.stdout.readline()
         if not line.startswith("processed"):
             proc.kill()
             raise AssertionError(f"the processor did not start: {line}{proc.stdout.read()[-2000:]}")
-        time.sleep(rng.uniform(0.0, 1.5))
+        time.sleep(rng.uniform(0.0, 0.8))
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
         done += 1
@@ -297,7 +312,7 @@ def _clean_run(p: config.Profile, events) -> dict[str, Any]:
 
     with open_log(p) as log_:
         log_.publish(events)
-        with Processor(log_=log_, max_batch=7) as proc:
+        with Processor(log_=log_, max_batch=3) as proc:
             proc.drain()
         assert log_.pending() == 0
     return _state(p)
@@ -482,14 +497,7 @@ def test_crash_safety_production(tmp_path, monkeypatch):
             env.update(SKEWLESS_ENV="production", SKEWLESS_HOME=str(tmp_path / name), SKEWLESS_PG_URL=pg.url,
                        SKEWLESS_REDIS=redis_.connection_string, SKEWLESS_NATS=nats_.url,
                        SKEWLESS_STREAM="CRASH", SKEWLESS_STREAM_ACK_WAIT="2")
-            for k in list(os.environ):
-                if k.startswith(("SKEWLESS_", "FEAST_")):
-                    monkeypatch.delenv(k)
-            for k, v in env.items():
-                monkeypatch.setenv(k, v)
-            for k, v in config.profile().feast_env().items():
-                monkeypatch.setenv(k, v)
-                env[k] = v
+            env.update(use_profile(monkeypatch, env))
             (tmp_path / f"{name}-batch").mkdir()
             prepare_lake(tmp_path / f"{name}-batch")
             if name == "clean":

@@ -27,7 +27,29 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class RedisServer:
+class OwnServer:
+    """A server process this test started (only ever that process is killed)."""
+
+    proc: subprocess.Popen | None = None
+
+    def start(self) -> "OwnServer":
+        raise NotImplementedError
+
+    def kill(self) -> None:
+        """SIGKILL our own server (only the process we started)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def restart(self) -> None:
+        self.kill()
+        self.start()
+
+    def stop(self) -> None:
+        self.kill()
+
+
+class RedisServer(OwnServer):
     """A redis-server of our own on a free port: no persistence, so a restart comes back EMPTY."""
 
     def __init__(self, workdir: Path):
@@ -65,19 +87,6 @@ class RedisServer:
                     raise
                 time.sleep(0.05)
 
-    def kill(self) -> None:
-        """SIGKILL our own server (only the process we started)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-
-    def restart(self) -> None:
-        """Kill and start again on the same port: the data is gone (no persistence)."""
-        self.kill()
-        self.start()
-
-    def stop(self) -> None:
-        self.kill()
 
 
 @dataclass
@@ -204,7 +213,7 @@ NATS_SERVER = shutil.which("nats-server") or ("/usr/sbin/nats-server" if Path("/
                                                else None)
 
 
-class NatsServer:
+class NatsServer(OwnServer):
     """A nats-server of our own with JetStream on a free port and its own store directory: a restart keeps the
     streams (file storage), as a production broker's restart does."""
 
@@ -233,15 +242,3 @@ class NatsServer:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"nats-server on port {self.port} did not start") from None
                 time.sleep(0.05)
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-
-    def restart(self) -> None:
-        self.kill()
-        self.start()
-
-    def stop(self) -> None:
-        self.kill()
