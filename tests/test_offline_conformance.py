@@ -593,6 +593,54 @@ def test_filter_by_created_timestamp_uses_a_join_asof_cannot_express(known_at_st
     assert sql.count("ASOF LEFT JOIN") == 1 and "QUALIFY row_number() OVER (PARTITION BY e." in sql
 
 
+def test_filter_by_created_timestamp_reaches_views_read_with_live_views(known_at_stores: dict[str, Any],
+                                                                        tmp_path: Path) -> None:
+    """A call mixing a live view (ADR 0016: windows as known at T, computed first) with regular views hands the flag
+    on to the regular views' retrieval: they equal Feast's DuckDB store with the flag, and differ without it."""
+    from feast import Entity, FeatureView, PushSource
+    from feast.infra.data_sources.contrib.iceberg_catalog.iceberg_source import IcebergSource
+    from feast.value_type import ValueType
+
+    from skewless.feast_ext.schema import fields_of
+    from skewless.features.definitions import REPO_ACTIVITY_LIVE
+    from skewless.lake.events import EVENTS_ARROW_SCHEMA
+
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    root = tmp_path / "skewless"  # the fixture's skewless backend: its SQLite catalog, namespace conf
+    catalog = SqlCatalog("conformance", uri=f"sqlite:///{root / 'catalog.db'}",
+                         warehouse=f"file://{root / 'warehouse'}")
+    event = {"repo": "r/1", "sha": "s1", "kind": "add", "committed_at": NOW - 2 * H, "author_id": "a",
+             "arrived_at": NOW - H, "known_at": NOW - H, "seq": 1, "event_id": "e1", "source": "test"}
+    catalog.create_table("conf.commit_events", schema=EVENTS_ARROW_SCHEMA).append(
+        pa.Table.from_pylist([event], schema=EVENTS_ARROW_SCHEMA))
+    events = IcebergSource(name="commit_events", catalog_type="sql", catalog_name="conformance",
+                           warehouse=f"file://{root / 'warehouse'}", namespace="conf", table="commit_events",
+                           catalog_properties={"uri": f"sqlite:///{root / 'catalog.db'}"},
+                           timestamp_field="committed_at")
+    repo = Entity(name="repo", join_keys=["repo"], value_type=ValueType.STRING)
+    live = FeatureView(name=REPO_ACTIVITY_LIVE.name, entities=[repo], ttl=dt.timedelta(0), online=False,
+                       schema=fields_of(REPO_ACTIVITY_LIVE),
+                       source=PushSource(name="commit_events_push", batch_source=events))
+    store = known_at_stores["skewless"]
+    store.apply([repo, live])
+    entity_df = _known_at_entities().assign(repo="r/1")
+    refs = ["known_at:value", "plain:level", f"{REPO_ACTIVITY_LIVE.name}:commits_last_24h"]
+    got = {flag: store.get_historical_features(entity_df=entity_df, features=refs, full_feature_names=True,
+                                               filter_by_created_timestamp=flag).to_df()
+           for flag in (True, False)}
+    for flag, df in got.items():
+        assert _values(df["known_at__value"]) == [c[2] if flag else c[3] for c in KNOWN_AT_CASES]
+        reference = known_at_stores["duckdb"].get_historical_features(
+            entity_df=entity_df, features=refs[:2], full_feature_names=True,
+            filter_by_created_timestamp=flag).to_df().sort_values("row_id", kind="stable").reset_index(drop=True)
+        pd.testing.assert_frame_equal(df.drop(columns=[f"{REPO_ACTIVITY_LIVE.name}__commits_last_24h"]), reference,
+                                      check_exact=True)
+        # the live window: the commit at -2 h counts from -1 h on (when it became known), flag or not
+        known = [t >= NOW - H for _, t, *_ in KNOWN_AT_CASES]
+        assert df[f"{REPO_ACTIVITY_LIVE.name}__commits_last_24h"].tolist() == [int(k) for k in known]
+
+
 # --- where skewless deliberately differs -------------------------------------------------------------------
 def test_online_read_past_the_ttl_follows_the_offline_rule(backend: Backend) -> None:
     """Deliberate difference, ADR 0009 (adrs/0009-no-ttl-on-feature-views.md): skewless's online stores apply the
