@@ -447,6 +447,200 @@ def test_materialization_consistency(backend: Backend, pull_latest: bool) -> Non
     assert online == pytest.approx(5.0) and offline == pytest.approx(5.0)
 
 
+# --- 6. filter_by_created_timestamp: values as known at each entity row's time (Feast issue 6615) ----------
+KNOWN_AT_ROWS = [  # (driver_id, event time, created, value) of view known_at (ttl 3 h)
+    (1, NOW - 5 * H, NOW - 5 * H, 1.0),
+    (1, NOW - 5 * H, NOW - 2 * H, 2.0),  # a late restatement of the -5 h event, known from -2 h
+    (1, NOW - 4 * H, NOW - 4 * H, 3.0),
+    (1, NOW - 4 * H, NOW - 3 * H, 3.5),  # same event time, created later: wins once known
+    (1, NOW - 3 * H, NOW, 4.0),  # late-arriving: known only from NOW
+    (1, NOW - H, None, 5.0),  # null created: never "known" with the flag
+    (2, NOW - 10 * H, NOW - 10 * H, 20.0),
+    (2, NOW - 8 * H, NOW - 6 * H, 21.0),
+    (3, NOW - 2 * H, None, 30.0),  # only null created rows
+    (4, NOW - 3 * H, NOW - H, 40.0),
+]
+KNOWN_AT_CASES = [  # (driver_id, T, value with the flag, value without)
+    (1, NOW - 5 * H - pd.Timedelta(microseconds=1), None, None),  # before any row
+    (1, NOW - 5 * H, 1.0, 2.0),  # created == T counts (<=); the restatement is not known yet
+    (1, NOW - 4.5 * H, 1.0, 2.0),
+    (1, NOW - 4 * H, 3.0, 3.5),  # tie on event time: the latest created among the known ones
+    (1, NOW - 3 * H - pd.Timedelta(microseconds=1), 3.0, 3.5),  # the 3.5 row is created at -3 h
+    (1, NOW - 3 * H, 3.5, 4.0),  # the -3 h row exists but is not known before NOW
+    (1, NOW - H, 3.5, 5.0),  # -4 h row exactly ttl old: valid; the -1 h row has a null created
+    (1, NOW, 4.0, 5.0),
+    (2, NOW - 7 * H, 20.0, 21.0),  # the -10 h row is exactly ttl old; the -8 h one is not known yet
+    (2, NOW - 7 * H + pd.Timedelta(microseconds=1), None, 21.0),  # ... and expires a microsecond later
+    (2, NOW - 5 * H, 21.0, 21.0),
+    (3, NOW, None, 30.0),
+    (4, NOW - 2 * H, None, 40.0),  # event time passed, created time not
+    (4, NOW - H, 40.0, 40.0),
+    (9, NOW, None, None),  # unknown driver
+    (1, NOW - 4 * H, 3.0, 3.5),  # duplicate entity row
+]
+
+
+def _plain_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    """KNOWN_AT_ROWS without the created column and without event-time ties (no order would break them)."""
+    rows = rows.drop_duplicates(["driver_id", "event_timestamp"], keep="last")
+    return rows.drop(columns=["created"]).rename(columns={"value": "level"}).reset_index(drop=True)
+
+
+def _known_at_views(backend: Backend):
+    """known_at (created column, ttl 3 h), plain (no created column: the flag changes nothing) and restated (a
+    created column, no ttl, the same feature name as known_at: needs full_feature_names)."""
+    from feast import FeatureView, Field
+    from feast.types import Float64
+
+    rows = pd.DataFrame({"driver_id": [r[0] for r in KNOWN_AT_ROWS],
+                         "event_timestamp": pd.to_datetime([r[1] for r in KNOWN_AT_ROWS], utc=True),
+                         "created": pd.to_datetime([r[2] for r in KNOWN_AT_ROWS], utc=True),
+                         "value": [r[3] for r in KNOWN_AT_ROWS]})
+    known = FeatureView(name="known_at", entities=[_driver()], ttl=dt.timedelta(hours=3),
+                        schema=[Field(name="value", dtype=Float64)],
+                        source=backend.source(rows, "known_at", "event_timestamp", "created"))
+    plain = FeatureView(name="plain", entities=[_driver()], ttl=dt.timedelta(0),
+                        schema=[Field(name="level", dtype=Float64)],
+                        source=backend.source(_plain_rows(rows), "plain", "event_timestamp"))
+    # A field-mapped created column (table column created_ts), restated rows only.
+    restated_rows = pd.DataFrame({
+        "driver_id": [1, 1, 2], "ts_1": pd.to_datetime([NOW - 6 * H] * 2 + [NOW - 9 * H], utc=True),
+        "created_ts": pd.to_datetime([NOW - 6 * H, NOW - 2.5 * H, NOW - 9 * H], utc=True),
+        "value": [60.0, 61.0, 62.0]})
+    restated = FeatureView(name="restated", entities=[_driver()], ttl=dt.timedelta(0),
+                           schema=[Field(name="value", dtype=Float64)],
+                           source=backend.source(restated_rows, "restated", "ts", "created",
+                                                 {"ts_1": "ts", "created_ts": "created"}))
+    return [known, plain, restated]
+
+
+def _known_at_entities() -> pd.DataFrame:
+    return pd.DataFrame({"driver_id": [c[0] for c in KNOWN_AT_CASES],
+                         "event_timestamp": pd.to_datetime([c[1] for c in KNOWN_AT_CASES], utc=True),
+                         "row_id": np.arange(len(KNOWN_AT_CASES))})
+
+
+def _values(series: pd.Series) -> list:
+    return [None if pd.isna(v) else v for v in series]
+
+
+@pytest.fixture
+def known_at_stores(tmp_path: Path) -> dict[str, Any]:
+    """Both backends (Feast's DuckDB store, skewless's Iceberg store) holding the same three views."""
+    stores = {}
+    for name in BACKENDS:
+        backend = Backend(name, tmp_path / name)
+        backend.root.mkdir()
+        store = backend.store()
+        store.apply([_driver(), *_known_at_views(backend)])
+        stores[name] = store
+    return stores
+
+
+def _retrieve_both(stores: dict[str, Any], refs: list[str], full_feature_names: bool,
+                   flag: bool) -> pd.DataFrame:
+    """The skewless result, after asserting it equals Feast's DuckDB store's (rows in entity order, same dtypes)."""
+    entity_df = _known_at_entities()
+    out = {}
+    for name, store in stores.items():
+        job = store.get_historical_features(entity_df=entity_df, features=refs, full_feature_names=full_feature_names,
+                                            filter_by_created_timestamp=flag)
+        out[name] = job.to_df().sort_values("row_id", kind="stable").reset_index(drop=True)
+    assert list(out["skewless"].columns) == list(out["duckdb"].columns)
+    pd.testing.assert_frame_equal(out["skewless"], out["duckdb"], check_exact=True)
+    return out["skewless"]
+
+
+@pytest.mark.parametrize("flag", [True, False], ids=["filter_by_created", "unfiltered"])
+def test_filter_by_created_timestamp_equals_stock(known_at_stores: dict[str, Any], flag: bool) -> None:
+    """Feast's filter_by_created_timestamp=True: a row is a candidate only once created <= T (null created: never);
+    among candidates the latest event time wins, ties by the latest created; the ttl as usual. Views without a
+    created column are unaffected. Both stores must agree, with the flag and without (the differences shown in
+    KNOWN_AT_CASES), on one call reading three views with full feature names."""
+    refs = ["known_at:value", "plain:level", "restated:value"]
+    got = _retrieve_both(known_at_stores, refs, True, flag)
+    want = [c[2] if flag else c[3] for c in KNOWN_AT_CASES]
+    assert _values(got["known_at__value"]) == want
+    # plain has no created column: the latest row at or before T (no ttl), flag or not.
+    assert _values(got["plain__level"]) == [None, 2.0, 2.0, 3.5, 3.5, 4.0, 5.0, 5.0, 21.0, 21.0, 21.0, 30.0,
+                                            40.0, 40.0, None, 3.5]
+    restated = {True: [60.0, 60.0, 60.0, 60.0, 60.0, 60.0, 61.0, 61.0, 62.0, 62.0, 62.0, None, None, None, None,
+                       60.0],
+                False: [61.0, 61.0, 61.0, 61.0, 61.0, 61.0, 61.0, 61.0, 62.0, 62.0, 62.0, None, None, None, None,
+                        61.0]}
+    assert _values(got["restated__value"]) == restated[flag]
+
+
+def test_filter_by_created_timestamp_single_view_short_names(known_at_stores: dict[str, Any]) -> None:
+    """One created-column view alone, short feature names: the flag changes exactly the rows KNOWN_AT_CASES says."""
+    on = _retrieve_both(known_at_stores, ["known_at:value"], False, True)
+    off = _retrieve_both(known_at_stores, ["known_at:value"], False, False)
+    assert _values(on["value"]) == [c[2] for c in KNOWN_AT_CASES]
+    assert _values(off["value"]) == [c[3] for c in KNOWN_AT_CASES]
+    assert sum(a != b for a, b in zip(_values(on["value"]), _values(off["value"]))) == 12
+
+
+def test_filter_by_created_timestamp_uses_a_join_asof_cannot_express(known_at_stores: dict[str, Any]) -> None:
+    """skewless answers the flag itself (no hand-off to Feast's store): views with a created column get the filtered
+    equi-join, a view without one keeps its ASOF JOIN."""
+    from skewless.feast_ext.offline import IcebergRetrievalJob
+
+    job = known_at_stores["skewless"].get_historical_features(
+        entity_df=_known_at_entities(), features=["known_at:value", "plain:level"], full_feature_names=True,
+        filter_by_created_timestamp=True)
+    assert isinstance(job, IcebergRetrievalJob)
+    sql = job.to_sql()
+    assert sql.count("ASOF LEFT JOIN") == 1 and "QUALIFY row_number() OVER (PARTITION BY e." in sql
+
+
+def test_filter_by_created_timestamp_reaches_views_read_with_live_views(known_at_stores: dict[str, Any],
+                                                                        tmp_path: Path) -> None:
+    """A call mixing a live view (ADR 0016: windows as known at T, computed first) with regular views hands the flag
+    on to the regular views' retrieval: they equal Feast's DuckDB store with the flag, and differ without it."""
+    from feast import Entity, FeatureView, PushSource
+    from feast.infra.data_sources.contrib.iceberg_catalog.iceberg_source import IcebergSource
+    from feast.value_type import ValueType
+
+    from skewless.feast_ext.schema import fields_of
+    from skewless.features.definitions import REPO_ACTIVITY_LIVE
+    from skewless.lake.events import EVENTS_ARROW_SCHEMA
+
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    root = tmp_path / "skewless"  # the fixture's skewless backend: its SQLite catalog, namespace conf
+    catalog = SqlCatalog("conformance", uri=f"sqlite:///{root / 'catalog.db'}",
+                         warehouse=f"file://{root / 'warehouse'}")
+    event = {"repo": "r/1", "sha": "s1", "kind": "add", "committed_at": NOW - 2 * H, "author_id": "a",
+             "arrived_at": NOW - H, "known_at": NOW - H, "seq": 1, "event_id": "e1", "source": "test"}
+    catalog.create_table("conf.commit_events", schema=EVENTS_ARROW_SCHEMA).append(
+        pa.Table.from_pylist([event], schema=EVENTS_ARROW_SCHEMA))
+    events = IcebergSource(name="commit_events", catalog_type="sql", catalog_name="conformance",
+                           warehouse=f"file://{root / 'warehouse'}", namespace="conf", table="commit_events",
+                           catalog_properties={"uri": f"sqlite:///{root / 'catalog.db'}"},
+                           timestamp_field="committed_at")
+    repo = Entity(name="repo", join_keys=["repo"], value_type=ValueType.STRING)
+    live = FeatureView(name=REPO_ACTIVITY_LIVE.name, entities=[repo], ttl=dt.timedelta(0), online=False,
+                       schema=fields_of(REPO_ACTIVITY_LIVE),
+                       source=PushSource(name="commit_events_push", batch_source=events))
+    store = known_at_stores["skewless"]
+    store.apply([repo, live])
+    entity_df = _known_at_entities().assign(repo="r/1")
+    refs = ["known_at:value", "plain:level", f"{REPO_ACTIVITY_LIVE.name}:commits_last_24h"]
+    got = {flag: store.get_historical_features(entity_df=entity_df, features=refs, full_feature_names=True,
+                                               filter_by_created_timestamp=flag).to_df()
+           for flag in (True, False)}
+    for flag, df in got.items():
+        assert _values(df["known_at__value"]) == [c[2] if flag else c[3] for c in KNOWN_AT_CASES]
+        reference = known_at_stores["duckdb"].get_historical_features(
+            entity_df=entity_df, features=refs[:2], full_feature_names=True,
+            filter_by_created_timestamp=flag).to_df().sort_values("row_id", kind="stable").reset_index(drop=True)
+        pd.testing.assert_frame_equal(df.drop(columns=[f"{REPO_ACTIVITY_LIVE.name}__commits_last_24h"]), reference,
+                                      check_exact=True)
+        # the live window: the commit at -2 h counts from -1 h on (when it became known), flag or not
+        known = [t >= NOW - H for _, t, *_ in KNOWN_AT_CASES]
+        assert df[f"{REPO_ACTIVITY_LIVE.name}__commits_last_24h"].tolist() == [int(k) for k in known]
+
+
 # --- where skewless deliberately differs -------------------------------------------------------------------
 def test_online_read_past_the_ttl_follows_the_offline_rule(backend: Backend) -> None:
     """Deliberate difference, ADR 0009 (adrs/0009-no-ttl-on-feature-views.md): skewless's online stores apply the

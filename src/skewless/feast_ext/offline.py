@@ -25,8 +25,17 @@ of the source's ``field_mapping`` (table column ``ts_1`` read as ``ts``). Offlin
 :func:`conform_to_iceberg`. ``tests/test_offline_conformance.py`` checks Feast's offline-store contract against
 Feast's DuckDB store (ADR 0013).
 
-Anything else — other source types, ``filter_by_created_timestamp``, substrait on-demand views — goes to Feast's
-own :class:`~feast.infra.offline_stores.duckdb.DuckDBOfflineStore`, which this class extends, as do writes to other
+``get_historical_features(..., filter_by_created_timestamp=True)`` (Feast's opt-in "as known at T", feast-dev/feast
+issue 6615) is answered here too, as Feast's store answers it: for a view whose source has a
+``created_timestamp_column``, only rows with ``created <= entity ts`` are candidates (a null created timestamp is
+never ``<=``, so such rows drop out), and among them the latest event timestamp wins, ties by the latest created
+one; the TTL applies as above. The ASOF JOIN takes one inequality only, so those views are joined with an equi-join
+on the keys filtered by both inequalities and one ``QUALIFY row_number()`` per entity row instead (its cost grows
+with the rows per key, not their log). Views without a created column keep the ASOF JOIN: the flag changes nothing
+for them, as in Feast.
+
+Anything else — other source types, substrait on-demand views — goes to Feast's own
+:class:`~feast.infra.offline_stores.duckdb.DuckDBOfflineStore`, which this class extends, as do writes to other
 sources, logging and monitoring.
 """
 
@@ -134,9 +143,11 @@ class _ViewPlan:
     created: Optional[str]
     features: list[tuple[str, str]]  # (source column, output column)
     ttl: Optional[timedelta]
+    known_at: bool = False  # filter_by_created_timestamp on a view with a created column: created <= entity ts
 
     @classmethod
-    def of(cls, fv: FeatureView, feature_refs: list[str], full_feature_names: bool) -> "_ViewPlan":
+    def of(cls, fv: FeatureView, feature_refs: list[str], full_feature_names: bool,
+           filter_by_created: bool = False) -> "_ViewPlan":
         source = fv.batch_source
         reverse = {v: k for k, v in (source.field_mapping or {}).items()}
         join_key_map = fv.projection.join_key_map or {e.name: e.name for e in fv.entity_columns}
@@ -153,6 +164,8 @@ class _ViewPlan:
             created=reverse.get(source.created_timestamp_column, source.created_timestamp_column) or None,
             features=[(reverse.get(n, n), f"{base}__{n}" if full_feature_names else n) for n in names],
             ttl=fv.ttl if fv.ttl else None,
+            # As Feast (ibis.py point_in_time_join): the flag only bites where the source names a created column.
+            known_at=bool(filter_by_created and source.created_timestamp_column),
         )
 
 
@@ -269,10 +282,18 @@ def _view_rows_sql(i: int, plan: _ViewPlan, lower: Optional[datetime],
     ts = quote(plan.timestamp)
     cols = [f"{quote(src)} AS {quote(f'__k{i}_{j}')}" for j, (src, _) in enumerate(plan.keys)]
     cols.append(f"CAST({ts} AS TIMESTAMPTZ) AS {quote(f'__t{i}')}")
+    if plan.known_at:
+        cols.append(f"CAST({quote(plan.created)} AS TIMESTAMPTZ) AS {quote(f'__c{i}')}")
     cols += [f"{quote(src)} AS {quote(f'__f{i}_{j}')}" for j, (src, _) in enumerate(plan.features)]
     where = [f"{ts} IS NOT NULL"]
     if upper is not None:
         where.append(f"{ts} <= {_ts_literal(upper)}")
+    if plan.known_at:
+        # A row created after every entity timestamp can match none; a null created one never matches (Feast's
+        # predicate `created <= ts` is null there).
+        where.append(f"{quote(plan.created)} IS NOT NULL")
+        if upper is not None:
+            where.append(f"{quote(plan.created)} <= {_ts_literal(upper)}")
     if lower is not None:
         where.append(f"{ts} >= {_ts_literal(lower)}")
     for src, values in (key_values or {}).items():
@@ -282,18 +303,41 @@ def _view_rows_sql(i: int, plan: _ViewPlan, lower: Optional[datetime],
         if literals and None not in literals:
             where.append(f"{quote(src)} IN ({', '.join(literals)})")
     sql = f"SELECT {', '.join(cols)} FROM {quote(f'__src{i}')} WHERE {' AND '.join(where)}"
-    if plan.created:
+    if plan.created and not plan.known_at:
         # Several rows at the same event time: the latest created one wins (Feast's dedup order).
         part = ", ".join([quote(src) for src, _ in plan.keys] + [ts])
         sql += f" QUALIFY row_number() OVER (PARTITION BY {part} ORDER BY {quote(plan.created)} DESC NULLS LAST) = 1"
     return sql
 
 
+def _known_at_join(i: int, plan: _ViewPlan, rows: str, alias: str) -> str:
+    """The join of a ``known_at`` view: per entity row, the candidates with ``t <= ts``, ``created <= ts`` and (with a
+    ttl) ``t >= ts - ttl``, the latest ``t`` then the latest ``created`` kept (Feast's ``deduplicate`` order)."""
+    t, c, r = quote(f"__t{i}"), quote(f"__c{i}"), quote(f"__r{i}")
+    on = [f"e.{quote(ent)} = f.{quote(f'__k{i}_{j}')}" for j, (_, ent) in enumerate(plan.keys)]
+    on += [f"f.{t} <= e.{quote(TS_FLOOR)}", f"f.{c} <= e.{quote(TS_FLOOR)}"]
+    if plan.ttl:
+        ttl_us = plan.ttl // timedelta(microseconds=1)
+        on.append(f"f.{t} >= e.{quote(TS_CEIL)} - INTERVAL ({ttl_us}) MICROSECOND")
+    features = ", ".join(f"f.{quote(f'__f{i}_{j}')}" for j in range(len(plan.features)))
+    inner = (f"SELECT e.{quote(ROW)} AS {r}{', ' + features if features else ''} FROM entity e JOIN ({rows}) f "
+             f"ON {' AND '.join(on)} "
+             f"QUALIFY row_number() OVER (PARTITION BY e.{quote(ROW)} ORDER BY f.{t} DESC, f.{c} DESC) = 1")
+    return f"LEFT JOIN ({inner}) {alias} ON e.{quote(ROW)} = {alias}.{r}"
+
+
 def _historical_sql(plans: list[_ViewPlan], view_rows: list[str]) -> tuple[str, list[str]]:
-    """The point-in-time join: one ASOF LEFT JOIN per view, rows in entity order; and the output column names."""
+    """The point-in-time join: one ASOF LEFT JOIN per view (a filtered equi-join for ``known_at`` views), rows in
+    entity order; and the output column names."""
     select, joins, outputs = [f"e.{quote(ROW)}"], [], []
     for i, (plan, rows) in enumerate(zip(plans, view_rows)):
         alias = f"f{i}"
+        if plan.known_at:
+            joins.append(_known_at_join(i, plan, rows, alias))
+            for j, (_, out) in enumerate(plan.features):
+                select.append(f"{alias}.{quote(f'__f{i}_{j}')} AS {quote(out)}")
+                outputs.append(out)
+            continue
         on = [f"e.{quote(ent)} = {alias}.{quote(f'__k{i}_{j}')}" for j, (_, ent) in enumerate(plan.keys)]
         on.append(f"e.{quote(TS_FLOOR)} >= {alias}.{quote(f'__t{i}')}")
         joins.append(f"ASOF LEFT JOIN ({rows}) {alias} ON {' AND '.join(on)}")
@@ -412,7 +456,7 @@ class IcebergOfflineStore(DuckDBOfflineStore):
             return _with_live_views(config, feature_views, feature_refs, entity_df, registry, project,
                                     full_feature_names, filter_by_created)
         odfvs = OnDemandFeatureView.get_requested_odfvs(feature_refs, project, registry)
-        stock = (filter_by_created or not feature_views
+        stock = (not feature_views
                  or not all(_is_iceberg(fv.batch_source) for fv in feature_views)
                  or any(o.mode == "substrait" for o in odfvs))
         if stock:
@@ -421,7 +465,7 @@ class IcebergOfflineStore(DuckDBOfflineStore):
                 filter_by_created_timestamp=filter_by_created)
         cfg = _store_config(config)
         entities = _entities(entity_df, cfg)
-        plans = [_ViewPlan.of(fv, feature_refs, full_feature_names) for fv in feature_views]
+        plans = [_ViewPlan.of(fv, feature_refs, full_feature_names, filter_by_created) for fv in feature_views]
         _check_columns(entities, plans)
         scans, view_rows = [], []
         for i, plan in enumerate(plans):
