@@ -7,9 +7,8 @@ from feast import FeatureService
 
 from author_features import author_activity_fv
 from live_features import repo_activity_live_fv
-from skewless.features.definitions import NEXT_WEEK_COMMITS_LIVE_SERVICE
 from repo_features import repo_activity_fv
-from skewless.core.config import NEXT_WEEK_COMMITS_SERVICE
+from skewless.core.config import NEXT_WEEK_COMMITS_LIVE_SERVICE, NEXT_WEEK_COMMITS_SERVICE
 
 next_week_commits_v1 = FeatureService(
     name=NEXT_WEEK_COMMITS_SERVICE,

@@ -20,7 +20,8 @@ import pytest
 from fresh_replay import REPLAY_REPOS, reference, replay_events, sample_instants, ticks
 from skewless.core import config
 from skewless.data import SAMPLE_COMMITS
-from skewless.features.definitions import NEXT_WEEK_COMMITS_LIVE_SERVICE, REPO_ACTIVITY_LIVE
+from skewless.core.config import NEXT_WEEK_COMMITS_LIVE_SERVICE
+from skewless.features.definitions import REPO_ACTIVITY_LIVE
 
 FEATURES = [f.name for f in REPO_ACTIVITY_LIVE.features]
 NATS_URL = "nats://127.0.0.1:4222"

@@ -107,7 +107,7 @@ def _fresh(p, store, repo: str, echo: Callable[[str], None]) -> bool:
     import hashlib
     from datetime import datetime, timezone
 
-    from skewless.features.definitions import NEXT_WEEK_COMMITS_LIVE_SERVICE
+    from skewless.core.config import NEXT_WEEK_COMMITS_LIVE_SERVICE
     from skewless.stream import intake, open_log
     from skewless.stream.processor import Processor
 

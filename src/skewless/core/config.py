@@ -85,6 +85,8 @@ FEATURE_SERVICE_TAG = "feature_service"
 #: the demo and the benchmarks read them from here (the lightest layer, so the CLI's defaults cost no import).
 NEXT_WEEK_COMMITS_MODEL = "next_week_commits"
 NEXT_WEEK_COMMITS_SERVICE = "next_week_commits_v1"
+#: The service of the fresh (live) features, apart from the daily contract (ADR 0016).
+NEXT_WEEK_COMMITS_LIVE_SERVICE = "next_week_commits_live_v1"
 
 
 class ProfileError(SkewlessError, ValueError):

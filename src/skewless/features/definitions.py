@@ -207,5 +207,3 @@ REPO_ACTIVITY_LIVE = LiveTable(
 
 LIVE_TABLES: tuple[LiveTable, ...] = (REPO_ACTIVITY_LIVE,)
 
-#: Feature services (the contracts models are trained and served with).
-NEXT_WEEK_COMMITS_LIVE_SERVICE = "next_week_commits_live_v1"
