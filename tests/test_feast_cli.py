@@ -32,7 +32,8 @@ FEAST = [str(Path(sys.executable).parent / "feast"), "-c", "feature_repo"]
 #: Built and materialized day; the sample's history reaches 2026-08-22.
 DAY = date(2026, 8, 15)
 LATER = DAY + timedelta(days=3)
-VIEWS = ("author_activity", "repo_activity")
+VIEWS = ("author_activity", "repo_activity")  # materialized
+LIVE_VIEWS = ("repo_activity_live",)  # registered, computed at read time from streamed events (never materialized)
 
 ONLINE_PROBE = r"""
 import json
@@ -158,8 +159,9 @@ def _assert_complete(env: dict[str, str], day: date) -> None:
 
 def test_feast_apply_registers_what_skewless_apply_registers(feast_home, skewless_home):
     ours, theirs = _registry(feast_home), _registry(skewless_home)
-    assert set(ours["feature_views"]) == set(VIEWS)
-    assert sorted(ours["data_sources"]) == ["author_activity_source", "repo_activity_source"]
+    assert set(ours["feature_views"]) == set(VIEWS + LIVE_VIEWS)
+    assert sorted(ours["data_sources"]) == ["author_activity_source", "commit_events_push", "commit_events_source",
+                                            "repo_activity_source"]
     assert ours == theirs
 
 
