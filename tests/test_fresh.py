@@ -527,3 +527,37 @@ def test_crash_safety_production(tmp_path, monkeypatch):
     assert crashed["versions"] and len(crashed["online_versions"]) == len(crashed["versions"])
     for part in ("commits", "versions", "online_versions", "answer"):
         assert crashed[part] == clean[part], part
+
+
+def test_webhook_with_a_secret_takes_only_signed_requests(home):
+    import hashlib
+    import hmac
+    import json
+    import threading
+
+    from skewless.stream.log import SqliteEventLog
+    from skewless.stream.webhook import make_server
+
+    secret = b"s3cret"
+    with SqliteEventLog(config.profile().event_log_path) as log_:
+        server = make_server("127.0.0.1", 0, log_, secret)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{server.server_address[1]}/github"
+        push = {"repository": {"full_name": "acme/signed"},
+                "commits": [{"id": "e" * 40, "timestamp": "2026-08-01T12:00:00+00:00",
+                             "author": {"email": "a@b.c"}, "added": ["x.py"]}]}
+        body = json.dumps(push).encode()
+        good = "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+        try:
+            got, answer = _post(url, body)
+            assert got == 401 and "missing X-Hub-Signature-256" in answer["error"]
+            got, answer = _post(url, body, headers={"X-Hub-Signature-256": "sha256=" + "0" * 64})
+            assert got == 401 and "does not match" in answer["error"]
+            got, _ = _post(url, body + b" ", headers={"X-Hub-Signature-256": good})  # body changed after signing
+            assert got == 401
+            assert log_.pending() == 0
+            assert _post(url, body, headers={"X-Hub-Signature-256": good}) == (202, {"accepted": 1})
+            assert log_.pending() == 1
+        finally:
+            server.shutdown()
+            server.server_close()

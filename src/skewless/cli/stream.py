@@ -34,13 +34,15 @@ def events_serve(
     port: Annotated[int, typer.Option(help="Port (0: any free port).")] = 8090,
 ) -> None:
     """The push webhook: POST /events (skewless JSON) and POST /github (GitHub push payload) into the log."""
-    from skewless.core.config import profile
+    from skewless.core.config import profile, webhook_secret
     from skewless.stream import open_log
     from skewless.stream.webhook import make_server
 
     log_ = run(lambda: open_log(profile()))
-    server = make_server(host, port, log_)
-    typer.echo(f"webhook ready on http://{host}:{server.server_address[1]} -> {log_.where}")
+    secret = webhook_secret()
+    server = make_server(host, port, log_, secret)
+    signed = "signed requests only" if secret else "UNSIGNED requests accepted: set SKEWLESS_WEBHOOK_SECRET"
+    typer.echo(f"webhook ready on http://{host}:{server.server_address[1]} -> {log_.where} ({signed})")
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -39,6 +39,8 @@ Environment variables (all optional)
 ``SKEWLESS_STREAM``    name of the commit-event stream (JetStream stream / local log; default ``SKEWLESS_COMMITS``).
 ``SKEWLESS_STREAM_ACK_WAIT``  seconds JetStream waits for an acknowledgement before redelivering (default 30): how
                        soon a restarted processor gets the events a killed one held.
+``SKEWLESS_WEBHOOK_SECRET``  the push webhook's shared secret: every request must carry ``X-Hub-Signature-256``
+                       (HMAC-SHA256 of the body, as GitHub sends it); see :func:`webhook_secret`.
 ``SKEWLESS_SERVING_SKEW``  DRILL ONLY, unset in normal operation: injects a serving-side skew into the online read
                        path (``window_edge`` | ``timezone[:<UTC offset hours>]``); see :mod:`skewless.drills.skew`.
 """
@@ -319,6 +321,14 @@ def datahub_gms(environ: Mapping[str, str] | None = None) -> tuple[str, str | No
     if not url.startswith(("http://", "https://")):
         raise ProfileError(f"DATAHUB_GMS_URL={url!r} is not an http(s) URL of DataHub GMS (e.g. http://localhost:8080)")
     return url, (env.get("DATAHUB_GMS_TOKEN") or "").strip() or None
+
+
+def webhook_secret(environ: Mapping[str, str] | None = None) -> bytes | None:
+    """The shared secret of the push webhook (``SKEWLESS_WEBHOOK_SECRET``; GitHub's webhook "secret"), None when
+    unset: then the webhook takes unsigned requests and must only listen on loopback. The only reader of it."""
+    env = os.environ if environ is None else environ
+    secret = env.get("SKEWLESS_WEBHOOK_SECRET") or ""
+    return secret.encode() if secret else None
 
 
 def serving_skew(environ: Mapping[str, str] | None = None) -> str | None:

@@ -12,10 +12,17 @@ Answers: 202 with the number of events accepted (durable in the log); 400 for a 
 expected shape, 413 for a body over :data:`MAX_BODY`, 415 for a content type other than JSON, 422 for events that
 break a rule of ``skewless ingest`` (the same message), 404/405 for other paths and methods, 503 when the log is
 unreachable. A bad request never gets a 5xx, and nothing of a refused request is stored.
+
+With a secret (``SKEWLESS_WEBHOOK_SECRET``, GitHub's webhook secret) every POST must carry
+``X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the body>``, as GitHub signs its deliveries; a missing or wrong
+signature gets 401 and nothing is read further. Without one the webhook takes unsigned requests: keep it on
+loopback (the default host) or behind a proxy that authenticates.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 import threading
@@ -77,8 +84,21 @@ def skewless_rows(payload: Any) -> list[dict[str, Any]]:
 ROUTES = {"/events": skewless_rows, "/github": github_rows}
 
 
-def make_server(host: str, port: int, log_: EventLog) -> ThreadingHTTPServer:
-    """The webhook server on ``host:port`` publishing into ``log_`` (``port`` 0: a free port)."""
+def check_signature(secret: bytes | None, body: bytes, header: str | None) -> None:
+    """Refuse (401) a body whose ``X-Hub-Signature-256`` is missing or is not the HMAC-SHA256 of ``secret``."""
+    if secret is None:
+        return
+    if not header or not header.startswith("sha256="):
+        raise BadRequest(HTTPStatus.UNAUTHORIZED, "missing X-Hub-Signature-256 (sha256=<HMAC of the body>): this "
+                                                  "webhook has a secret")
+    want = hmac.new(secret, body, hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(want, header.removeprefix("sha256=").strip().lower()):
+        raise BadRequest(HTTPStatus.UNAUTHORIZED, "X-Hub-Signature-256 does not match the body and the secret")
+
+
+def make_server(host: str, port: int, log_: EventLog, secret: bytes | None = None) -> ThreadingHTTPServer:
+    """The webhook server on ``host:port`` publishing into ``log_`` (``port`` 0: a free port); with ``secret``,
+    only signed requests are taken (:func:`check_signature`)."""
     lock = threading.Lock()  # one publish at a time on the shared log client
 
     class Handler(BaseHTTPRequestHandler):
@@ -128,6 +148,7 @@ def make_server(host: str, port: int, log_: EventLog) -> ThreadingHTTPServer:
             if length > MAX_BODY:
                 raise BadRequest(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"body of {length} bytes > {MAX_BODY}")
             raw = self.rfile.read(length)
+            check_signature(secret, raw, self.headers.get("X-Hub-Signature-256"))
             try:
                 payload = json.loads(raw)
             except (json.JSONDecodeError, UnicodeDecodeError) as e:
