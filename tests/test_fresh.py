@@ -4,12 +4,13 @@ bad events refused at the intake with ingest's messages."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pandas as pd
 import pyarrow as pa
@@ -479,54 +480,127 @@ def test_webhook_refuses_bad_bodies_with_4xx_and_accepts_pushes(home):
             server.server_close()
 
 
+@contextlib.contextmanager
+def _own_production(tmp_path: Path, name: str, monkeypatch) -> Iterator[tuple[dict[str, str], Any, Any]]:
+    """A production deployment of our own: PostgreSQL database, redis-server and nats-server (JetStream) started
+    for it, the lake prepared; yields (env for subprocesses, NatsServer, RedisServer); everything removed after."""
+    from reliability.servers import NATS_SERVER, NatsServer, PgDatabase, RedisServer, base_env, postgres_available
+
+    if NATS_SERVER is None or not postgres_available():
+        pytest.skip("needs nats-server and PostgreSQL on 127.0.0.1:5432")
+    pg, redis_ = PgDatabase(), RedisServer(tmp_path / f"{name}-redis").start()
+    nats_ = NatsServer(tmp_path / f"{name}-nats").start()
+    try:
+        env = base_env()
+        env.update(SKEWLESS_ENV="production", SKEWLESS_HOME=str(tmp_path / name), SKEWLESS_PG_URL=pg.url,
+                   SKEWLESS_REDIS=redis_.connection_string, SKEWLESS_NATS=nats_.url,
+                   SKEWLESS_STREAM="FRESH", SKEWLESS_STREAM_ACK_WAIT="2")
+        env.update(use_profile(monkeypatch, env))
+        (tmp_path / f"{name}-batch").mkdir()
+        prepare_lake(tmp_path / f"{name}-batch")
+        yield env, nats_, redis_
+    finally:
+        nats_.stop()
+        redis_.stop()
+        pg.drop()
+
+
+def _clean_production(tmp_path: Path, monkeypatch, events) -> dict[str, Any]:
+    with _own_production(tmp_path, "clean", monkeypatch):
+        return _clean_run(config.profile(), events)
+
+
+def _publish(events) -> None:
+    from skewless.stream import open_log
+
+    with open_log(config.profile()) as log_:
+        log_.publish(events)
+
+
 @pytest.mark.production
 @pytest.mark.slow
 def test_crash_safety_production(tmp_path, monkeypatch):
     """JetStream + Redis + PostgreSQL: the processor is SIGKILLed five times, the broker and Redis (which comes
     back EMPTY: no persistence) are restarted in between; the end state equals a clean run's."""
-    from reliability.servers import NATS_SERVER, NatsServer, PgDatabase, RedisServer, base_env, postgres_available
+    from skewless.stream import open_log
 
-    if NATS_SERVER is None or not postgres_available():
-        pytest.skip("needs nats-server and PostgreSQL on 127.0.0.1:5432")
     events = _events_once()
-    runs = {}
-    for name in ("crashed", "clean"):
-        pg, redis_ = PgDatabase(), RedisServer(tmp_path / f"{name}-redis").start()
-        nats_ = NatsServer(tmp_path / f"{name}-nats").start()
-        try:
-            env = base_env()
-            env.update(SKEWLESS_ENV="production", SKEWLESS_HOME=str(tmp_path / name), SKEWLESS_PG_URL=pg.url,
-                       SKEWLESS_REDIS=redis_.connection_string, SKEWLESS_NATS=nats_.url,
-                       SKEWLESS_STREAM="CRASH", SKEWLESS_STREAM_ACK_WAIT="2")
-            env.update(use_profile(monkeypatch, env))
-            (tmp_path / f"{name}-batch").mkdir()
-            prepare_lake(tmp_path / f"{name}-batch")
-            if name == "clean":
-                runs[name] = _clean_run(config.profile(), events)
-                continue
-            from skewless.stream import open_log
+    with _own_production(tmp_path, "crashed", monkeypatch) as (env, nats_, redis_):
+        _publish(events)
 
-            with open_log(config.profile()) as log_:
-                log_.publish(events)
+        def restart(i: int) -> None:
+            if i == 1:
+                nats_.restart()
+            elif i == 3:
+                redis_.restart()  # empty: the next processor rebuilds the live versions from the lake
 
-            def restart(i: int) -> None:
-                if i == 1:
-                    nats_.restart()
-                elif i == 3:
-                    redis_.restart()  # empty: the next processor rebuilds the live versions from the lake
-
-            assert _crash_loop(env, kills=5, seed=5, between=restart) == 5
-            with open_log(config.profile()) as log_:
-                assert log_.pending() == 0
-            runs[name] = _state(config.profile())
-        finally:
-            nats_.stop()
-            redis_.stop()
-            pg.drop()
-    crashed, clean = runs["crashed"], runs["clean"]
+        assert _crash_loop(env, kills=5, seed=5, between=restart) == 5
+        with open_log(config.profile()) as log_:
+            assert log_.pending() == 0
+        crashed = _state(config.profile())
+    clean = _clean_production(tmp_path, monkeypatch, events)
     assert crashed["versions"] and len(crashed["online_versions"]) == len(crashed["versions"])
     for part in ("commits", "versions", "online_versions", "answer"):
         assert crashed[part] == clean[part], part
+
+
+def _effective(versions: list[tuple]) -> dict[tuple[str, str], str]:
+    """(repo, sha) -> kind of its last-arrived version (seq order equals arrival order within one publish)."""
+    out: dict[tuple[str, str], tuple[int, str]] = {}
+    for repo, sha, kind, seq, _ in versions:
+        if (repo, sha) not in out or seq > out[(repo, sha)][0]:
+            out[(repo, sha)] = (seq, kind)
+    return {k: kind for k, (_, kind) in out.items()}
+
+
+@pytest.mark.production
+@pytest.mark.slow
+def test_two_processors_on_one_stream_equal_one(tmp_path, monkeypatch):
+    """Two `skewless stream run` processes share the stream's durable consumer (JetStream hands each event to one of
+    them); one is SIGKILLed mid-stream and the other takes over the events it held. The lake and the online answers
+    equal one processor's clean run; nothing is counted twice."""
+    import select
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from skewless.stream import open_log
+
+    events = _events_once()
+    with _own_production(tmp_path, "pair", monkeypatch) as (env, _, _):
+        _publish(events)
+        cli = [sys.executable, "-m", "skewless.cli", "stream", "run", "--max-batch", "3"]
+        procs = [subprocess.Popen(cli, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                 for _ in range(2)]
+        try:
+            for proc in procs:  # both apply batches
+                assert select.select([proc.stdout], [], [], 120)[0], "a processor applied no batch in 120 s"
+                line = proc.stdout.readline()
+                assert line.startswith("processed"), line
+            time.sleep(1.0)
+            procs[0].send_signal(signal.SIGKILL)
+            procs[0].wait(30)
+            deadline = time.monotonic() + 300
+            with open_log(config.profile()) as log_:
+                while log_.pending() and time.monotonic() < deadline:
+                    time.sleep(0.5)
+                assert log_.pending() == 0, "the surviving processor did not take over"
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+                    try:
+                        proc.wait(30)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+        pair = _state(config.profile())
+    clean = _clean_production(tmp_path, monkeypatch, events)
+    assert pair["commits"] == clean["commits"]
+    assert pair["answer"] == clean["answer"]
+    assert _effective(pair["versions"]) == _effective(clean["versions"])
+    assert {v[3] for v in pair["versions"]} <= {e_seq for e_seq in range(1, len(events) + 1)}
+    assert len({v[3] for v in pair["versions"]}) == len(pair["versions"]), "a log sequence landed twice"
 
 
 def test_webhook_with_a_secret_takes_only_signed_requests(home):

@@ -11,8 +11,8 @@ sequence) — and every read evaluates the windows at the serving clock's instan
 declarations (:class:`skewless.features.definitions.LiveTable`) at every entity row's T from
 ``abukix.commit_events`` in one DuckDB query. The rule, both sides:
 
-    a commit counts at T iff its latest version known at T (known_at <= T; ties by log sequence) is an ``add``
-    and its committed_at < T; windows are [T - w, T).
+    a commit counts at T iff, among its versions known at T (known_at <= T), the last-arrived one (arrived_at,
+    then log sequence; ADR 0017) is an ``add`` and its committed_at < T; windows are [T - w, T).
 
 Where the versions live: the local profile's SQLite online DB (table ``<project>__live__<view>``) or Redis (one hash
 per entity, ``skewless:<project>:live:<view>:<entity>``, field ``sha:known_us:seq``). Writes are idempotent (a
@@ -53,8 +53,14 @@ class Version(NamedTuple):
     known_us: int
     seq: int
     kind: str
-    committed_us: int
+    committed_us: int  # 0 for a retraction (it withdraws the commit whatever its values)
     author: Optional[str]
+    arrived_us: int
+
+    @property
+    def order(self) -> tuple[int, int]:
+        """Arrival order: the last-arrived version known at T decides (ADR 0017)."""
+        return self.arrived_us, self.seq
 
 
 def live_table(view_name: str) -> Optional[LiveTable]:
@@ -73,7 +79,7 @@ def evaluate(table: LiveTable, versions: Iterable[Version], at_us: int) -> dict[
     for v in versions:
         if v.known_us <= at_us:
             held = latest.get(v.sha)
-            if held is None or (v.known_us, v.seq) > (held.known_us, held.seq):
+            if held is None or v.order > held.order:
                 latest[v.sha] = v
     present = [v for v in latest.values() if v.kind == "add" and v.committed_us < at_us]
     out: dict[str, Any] = {}
@@ -97,11 +103,12 @@ def versions_of(rows: pa.Table) -> dict[str, list[Version]]:
     """Versions from ``abukix.commit_events`` rows (or a batch of them), grouped by repository."""
     out: dict[str, list[Version]] = {}
     cols = {c: rows.column(c).to_pylist() for c in ("repo", "sha", "known_at", "seq", "kind", "committed_at",
-                                                     "author_id")}
+                                                     "author_id", "arrived_at")}
     for i in range(rows.num_rows):
+        committed = cols["committed_at"][i]
         out.setdefault(cols["repo"][i], []).append(Version(
             cols["sha"][i], to_us(cols["known_at"][i]), int(cols["seq"][i]), cols["kind"][i],
-            to_us(cols["committed_at"][i]), cols["author_id"][i]))
+            to_us(committed) if committed is not None else 0, cols["author_id"][i], to_us(cols["arrived_at"][i])))
     return out
 
 
@@ -111,13 +118,13 @@ def _field(v: Version) -> str:
 
 
 def _value(v: Version) -> str:
-    return f"{v.kind}|{v.committed_us}|{v.author or ''}"
+    return f"{v.kind}|{v.committed_us}|{v.arrived_us}|{v.author or ''}"
 
 
 def _parse(field: str, value: str) -> Version:
     sha, known, seq = field.rsplit(":", 2)
-    kind, committed, author = value.split("|", 2)
-    return Version(sha, int(known), int(seq), kind, int(committed), author or None)
+    kind, committed, arrived, author = value.split("|", 3)
+    return Version(sha, int(known), int(seq), kind, int(committed), author or None, int(arrived))
 
 
 def _sqlite_table(config: "RepoConfig", view: str) -> str:
@@ -282,7 +289,7 @@ def _text(b: Any) -> str:
 def historical_sql(table: LiveTable, key_column: str, ts_column: str, row_column: str,
                    output: dict[str, str]) -> str:
     """DuckDB SQL over ``entity`` (``row_column``, ``key_column``, ``ts_column`` TIMESTAMPTZ) and ``__live`` (the
-    versions: repo, sha, kind, committed_at, author_id, known_at, seq) giving one row per entity row with the
+    versions: repo, sha, kind, committed_at, author_id, known_at, arrived_at, seq) giving one row per entity row with the
     features of ``table`` named by ``output`` (feature name -> output column)."""
     q = _quote
     t = f"e.{q(ts_column)}"
@@ -307,7 +314,7 @@ def historical_sql(table: LiveTable, key_column: str, ts_column: str, row_column
 WITH v AS (
     SELECT e.{q(row_column)} AS r, {t} AS t, x.sha, x.kind, x.committed_at, x.author_id
     FROM entity e JOIN __live x ON x.repo = e.{q(key_column)} AND x.known_at <= {t}
-    QUALIFY row_number() OVER (PARTITION BY e.{q(row_column)}, x.sha ORDER BY x.known_at DESC, x.seq DESC) = 1
+    QUALIFY row_number() OVER (PARTITION BY e.{q(row_column)}, x.sha ORDER BY x.arrived_at DESC, x.seq DESC) = 1
 )
 SELECT r AS {q(row_column)}, {', '.join(aggs)} FROM v GROUP BY r
 """

@@ -565,7 +565,7 @@ class IcebergOfflineStore(DuckDBOfflineStore):
 
 # --- live views (ADR 0016) -----------------------------------------------------------------------------------------
 #: The columns of ``abukix.commit_events`` a live view's windows read.
-LIVE_COLUMNS = ("repo", "sha", "kind", "committed_at", "author_id", "known_at", "seq")
+LIVE_COLUMNS = ("repo", "sha", "kind", "committed_at", "author_id", "known_at", "arrived_at", "seq")
 
 
 def _live_scan_sql(fv: FeatureView, entities: _Entities, cfg: Any) -> tuple[Optional[IcebergScan], str]:

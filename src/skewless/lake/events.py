@@ -6,22 +6,24 @@ values) or ``retract`` (the commit left its repository's history: force-push, am
 the processor applied it — online and here in the same batch), ``arrived_at`` (when the intake accepted it),
 ``seq`` (the event log's sequence number, stable across redeliveries) and ``event_id``.
 
-Rules (README "Features", ADR 0016), applied in arrival order:
+Rules (README "Features", ADR 0016 and 0017). Versions are ordered by arrival (``arrived_at``, then log sequence),
+whatever order they are landed in — several processors may land concurrently:
 
-* an ``add`` of a commit that is present with the same values is a duplicate (webhook redelivery, a re-pushed
-  branch): nothing is written; with other values it is a correction: a new ``add`` version;
-* a ``retract`` of a present commit writes a ``retract`` version (a retract of an absent one is a no-op);
+* an event whose previous version (in arrival order) is the same kind with the same values is a duplicate
+  (webhook redelivery, a re-pushed branch, a retraction of a retracted commit): nothing is written; anything else
+  (a new commit, a correction, a retraction, a re-push after a retraction) becomes a version;
 * an event whose ``seq`` is already stored was applied before a crash: it is not written again, its stored version
   is handed back so the online store can be brought level (idempotent).
 
-:func:`land` then makes ``abukix.commits`` agree with the latest version of every commit the batch touched (adds
-upserted, retracts deleted), so batch features, Airflow and training see streamed commits too. Both writes are
-idempotent: a crash between them is repaired by the redelivery.
+:func:`land` then makes ``abukix.commits`` agree with the last-arrived version of every commit the batch touched
+(adds upserted, retractions deleted), so batch features, Airflow and training see streamed commits too. Both writes
+are idempotent: a crash between them is repaired by the redelivery.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -49,7 +51,7 @@ EVENTS_ARROW_SCHEMA = pa.schema(
        pa.field("seq", pa.int64(), nullable=False), pa.field("event_id", pa.string(), nullable=False),
        pa.field("source", pa.string(), nullable=False)]
 )
-COMMIT_RETRIES = 5
+COMMIT_RETRIES = 20  # several processors land concurrently: optimistic commits retry with jitter
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
@@ -101,10 +103,19 @@ def _stored(table: "Table", keys: set[tuple[str, str]], schema: pa.Schema) -> pa
     return table.scan(row_filter=And(In("repo", repos), In("sha", shas))).to_arrow().cast(schema)
 
 
+def _order(row: dict[str, Any]) -> tuple[int, int]:
+    """The arrival order of a version: (arrived_at, log sequence). The last-arrived version known at T decides."""
+    arrived = row["arrived_at"]
+    us = arrived if isinstance(arrived, int) else (arrived - _EPOCH) // timedelta(microseconds=1)
+    return us, int(row["seq"])
+
+
 def land(events: Sequence[dict[str, Any]], known_at: datetime, p: Profile | None = None) -> Landed:
-    """Apply delivered events (dicts with ``seq`` added, in arrival order) to the lake; see the module docstring.
+    """Apply delivered events (dicts with ``seq`` added) to the lake; see the module docstring.
 
     ``known_at`` stamps every version written now (the batch's instant; the online store gets the same stamp).
+    Several processors may land concurrently and in any order: what a version means depends on its arrival order
+    only (:func:`_order`), not on when it was landed.
     """
     from pyiceberg.exceptions import CommitFailedException
 
@@ -114,38 +125,30 @@ def land(events: Sequence[dict[str, Any]], known_at: datetime, p: Profile | None
     keys = {(e["repo"], e["sha"]) for e in events}
     for attempt in range(1, COMMIT_RETRIES + 1):
         table = single_attempt_commits(events_table(p))
-        stored = _stored(table, keys, EVENTS_ARROW_SCHEMA)
-        latest: dict[tuple[str, str], dict[str, Any]] = {}
+        stored = _stored(table, keys, EVENTS_ARROW_SCHEMA).to_pylist()
+        versions: dict[tuple[str, str], list[dict[str, Any]]] = {}
         by_seq: dict[int, dict[str, Any]] = {}
-        for row in sorted(stored.to_pylist(), key=lambda r: (r["known_at"], r["seq"])):
-            latest[(row["repo"], row["sha"])] = row
+        for row in stored:
+            versions.setdefault((row["repo"], row["sha"]), []).append(row)
             by_seq[row["seq"]] = row
-        commits = lake.commits_table(p, create=True)
-        in_commits = {(r["repo"], r["sha"]): r for r in _stored(commits, keys, lake.COMMITS_ARROW_SCHEMA).to_pylist()}
         written: list[dict[str, Any]] = []
         redelivered: list[dict[str, Any]] = []
         duplicates = 0
-        for e in events:
+        for e in sorted(events, key=_order):
             key = (e["repo"], e["sha"])
             if e["seq"] in by_seq:
                 redelivered.append(by_seq[e["seq"]])
                 continue
-            current = latest.get(key)
-            present = current["kind"] == "add" if current else key in in_commits
-            if e["kind"] == "add":
-                same = present and _values(current or in_commits[key]) == _values(e)
-                if same and current is not None:
-                    duplicates += 1
-                    continue
-            elif not present:
-                duplicates += 1
+            before = [v for v in versions.get(key, []) if _order(v) < _order(e)]
+            prev = max(before, key=_order) if before else None
+            if prev is not None and prev["kind"] == e["kind"] and (
+                    e["kind"] == "retract" or _values(prev) == _values(e)):
+                duplicates += 1  # re-delivered by the sender, re-pushed, or a retraction of a retracted commit
                 continue
             row = {c: e.get(c) for c in EVENTS_ARROW_SCHEMA.names}
             row["known_at"] = known_at
-            if e["kind"] == "retract":  # the version carries the values it withdraws (what a window must drop)
-                for c in VALUE_COLUMNS:
-                    row[c] = (current or in_commits.get(key) or {}).get(c)
-            latest[key] = row
+            versions.setdefault(key, []).append(row)
+            by_seq[row["seq"]] = row
             written.append(row)
         new = _rows(written)
         if new.num_rows:
@@ -154,9 +157,9 @@ def land(events: Sequence[dict[str, Any]], known_at: datetime, p: Profile | None
                                                        "skewless.events": str(new.num_rows)})
             except CommitFailedException as e:
                 log.warning("commit_events conflict (attempt %d/%d): %s", attempt, COMMIT_RETRIES, e)
-                time.sleep(0.05 * attempt)
+                time.sleep(random.uniform(0.02, 0.1) * attempt)
                 continue
-        snapshot = _level_commits(commits, latest, in_commits, keys)
+        snapshot = _level_commits(p, keys)
         return Landed(new, _rows(redelivered), duplicates, snapshot)
     raise lake.LakeError(f"could not commit to {COMMIT_EVENTS_TABLE} after {COMMIT_RETRIES} attempts")
 
@@ -174,20 +177,27 @@ def _rows(rows: list[dict[str, Any]]) -> pa.Table:
     return pa.table(cols, schema=EVENTS_ARROW_SCHEMA)
 
 
-def _level_commits(commits: "Table", latest: dict, in_commits: dict, keys: set) -> int | None:
-    """Make ``abukix.commits`` hold the latest add version of each touched commit and none of a retracted one
-    (one Iceberg commit; retried on conflicts by re-reading)."""
+def _level_commits(p: Profile, keys: set) -> int | None:
+    """Make ``abukix.commits`` hold, for each touched commit, the values of its last-arrived version if that is an
+    add and no row if it is a retraction (one Iceberg commit). Each attempt loads the table first and then reads
+    the versions, so a concurrent processor's versions are never overwritten by an older view of them; a conflict
+    re-reads both."""
     from pyiceberg.exceptions import CommitFailedException
     from pyiceberg.expressions import And, EqualTo, In, Or
 
     from skewless.lake.ingest import single_attempt_commits
 
     for attempt in range(1, COMMIT_RETRIES + 1):
+        commits = single_attempt_commits(lake.commits_table(p, create=True))
+        in_commits = {(r["repo"], r["sha"]): r for r in _stored(commits, keys, lake.COMMITS_ARROW_SCHEMA).to_pylist()}
+        last: dict[tuple[str, str], dict[str, Any]] = {}
+        for row in _stored(events_table(p), keys, EVENTS_ARROW_SCHEMA).to_pylist():
+            key = (row["repo"], row["sha"])
+            if key not in last or _order(row) > _order(last[key]):
+                last[key] = row
         delete, append = [], []
-        for key in keys:
-            row, stored = latest.get(key), in_commits.get(key)
-            if row is None:
-                continue
+        for key, row in last.items():
+            stored = in_commits.get(key)
             if row["kind"] == "retract":
                 if stored is not None:
                     delete.append(key)
@@ -197,7 +207,6 @@ def _level_commits(commits: "Table", latest: dict, in_commits: dict, keys: set) 
                 append.append({c: row[c] for c in lake.COMMITS_ARROW_SCHEMA.names})
         if not delete and not append:
             return lake.snapshot_id(commits)
-        commits = single_attempt_commits(commits)
         summary = {"skewless.operation": "stream", "skewless.added": str(len(append)),
                    "skewless.retracted": str(len(delete))}
         try:
@@ -215,13 +224,10 @@ def _level_commits(commits: "Table", latest: dict, in_commits: dict, keys: set) 
                     tx.append(pa.Table.from_pylist(append, schema=lake.COMMITS_ARROW_SCHEMA),
                               snapshot_properties=summary)
             return lake.snapshot_id(commits.refresh())
-        except CommitFailedException as e:  # a concurrent ingest: re-read what is stored, recompute
+        except CommitFailedException as e:  # a concurrent writer (ingest, another processor): re-read, recompute
             log.warning("%s conflict while landing streamed commits (attempt %d/%d): %s", COMMITS_TABLE, attempt,
                         COMMIT_RETRIES, e)
-            time.sleep(0.05 * attempt)
-            commits = commits.refresh()
-            in_commits = {(r["repo"], r["sha"]): r
-                          for r in _stored(commits, keys, lake.COMMITS_ARROW_SCHEMA).to_pylist()}
+            time.sleep(random.uniform(0.02, 0.1) * attempt)
     raise lake.LakeError(f"could not land streamed commits in {COMMITS_TABLE} after {COMMIT_RETRIES} attempts")
 
 

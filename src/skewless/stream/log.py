@@ -21,6 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from skewless.core.errors import SkewlessError
+
+
+class EventLogBusy(SkewlessError, RuntimeError):
+    """The local log already has its one consumer."""
+
+
 #: How long one publish or fetch waits for a locked SQLite log before it fails.
 SQLITE_BUSY_MS = 30_000
 
@@ -81,7 +88,9 @@ class EventLog:
 
 class SqliteEventLog(EventLog):
     """The local profile's log: an append-only SQLite table (WAL, synchronous=FULL) and a table of acknowledged
-    sequence numbers. One consumer (the processor); any number of publishers, in any processes."""
+    sequence numbers. Any number of publishers, in any processes; ONE consumer: the first :meth:`fetch` takes an
+    exclusive lock on ``<log>.consumer.lock`` (released when the process ends, however it ends), and a second
+    processor on the same log is refused by name — the local log has no consumer groups (JetStream has)."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -95,6 +104,21 @@ class SqliteEventLog(EventLog):
         self._con.execute("CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
                           "event_id TEXT NOT NULL UNIQUE, subject TEXT NOT NULL, body BLOB NOT NULL)")
         self._con.execute("CREATE TABLE IF NOT EXISTS acked (seq INTEGER PRIMARY KEY)")
+        self._consumer_lock: Any = None
+
+    def _take_consumer_lock(self) -> None:
+        import fcntl
+
+        if self._consumer_lock is not None:
+            return
+        handle = open(self.path.with_name(self.path.name + ".consumer.lock"), "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise EventLogBusy(f"another stream processor is consuming {self.where}; the local log takes one "
+                               "processor (run several on the production profile's JetStream stream)") from None
+        self._consumer_lock = handle
 
     def publish(self, events: Sequence[dict[str, Any]]) -> None:
         rows = [(e["event_id"], subject_token(e["repo"]), encode(e)) for e in events]
@@ -102,6 +126,7 @@ class SqliteEventLog(EventLog):
             self._con.executemany("INSERT OR IGNORE INTO events (event_id, subject, body) VALUES (?, ?, ?)", rows)
 
     def fetch(self, max_events: int = 10_000, timeout: float = 0.5) -> list[Delivered]:
+        self._take_consumer_lock()
         deadline = time.monotonic() + timeout
         while True:
             rows = self._con.execute(
@@ -121,6 +146,9 @@ class SqliteEventLog(EventLog):
 
     def close(self) -> None:
         self._con.close()
+        if self._consumer_lock is not None:
+            self._consumer_lock.close()  # releases the lock
+            self._consumer_lock = None
 
     def _tx(self):
         con = self._con
