@@ -48,7 +48,8 @@ TEST_GROUPS: dict[str, tuple[str, ...]] = {
                     "test_lineage.py", "test_monitoring.py", "test_nats_log.py", "test_redis_cluster.py",
                     "test_runbooks.py", "test_serving.py", "test_spark.py", "test_status.py", "test_terminal.py",
                     "test_security.py", "test_materialize_faults.py", "test_predictor_faults.py",
-                    "test_ttl_parity.py", "test_dag_integrity.py", "test_daily_dag.py", "test_scheduler.py"),
+                    "test_ttl_parity.py", "test_dag_integrity.py", "test_daily_dag.py", "test_scheduler.py",
+                    "test_stream_metrics.py"),
 }
 _GROUP_OF = {name: group for group, names in TEST_GROUPS.items() for name in names}
 

@@ -34,6 +34,8 @@ RUNBOOKS = {
     "FeatureFreshnessSLOViolation": "feature-freshness-slo-violation",
     "OnlineOfflineParityFailed": "online-offline-parity-failed",
     "SkewlessMetricsAbsent": "skewless-metrics-absent",
+    "StreamFreshnessSLOViolation": "stream-freshness-slo-violation",
+    "StreamProcessorStalled": "stream-processor-stalled",
 }
 #: Series Prometheus itself produces (the dashboard annotates firing alerts from ALERTS).
 PROMETHEUS_BUILTIN = {"ALERTS"}
@@ -131,10 +133,11 @@ def test_every_alert_has_its_runbook():
 
 
 def test_alert_rules_read_only_exported_series():
-    """Every series the rules read is exported by the exporter or recorded by the rules themselves."""
+    """Every series the rules read is exported by the exporter, the stream processor, or recorded by the rules."""
     from monitoring.exporter import METRIC_NAMES
+    from skewless.stream.metrics import SERIES_NAMES
 
-    known = set(METRIC_NAMES) | _recorded_names()
+    known = set(METRIC_NAMES) | set(SERIES_NAMES) | _recorded_names()
     for g in _rule_groups():
         for r in g["rules"]:
             unknown = promql_metric_names(r["expr"]) - known

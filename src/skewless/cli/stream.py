@@ -56,9 +56,13 @@ def events_serve(
 def stream_run(
     once: Annotated[bool, typer.Option("--once", help="Drain the events waiting in the log, then exit.")] = False,
     max_batch: Annotated[int, typer.Option(help="Events per micro-batch.", min=1)] = 5_000,
+    metrics_port: Annotated[int, typer.Option(
+        help="Port of the processor's Prometheus /metrics (0: no metrics server).", min=0)] = 9109,
+    metrics_host: Annotated[str, typer.Option(help="Interface the /metrics server listens on.")] = "127.0.0.1",
 ) -> None:
     """Apply pushed commit events: live features online (visible to get_online_features at once) and
-    abukix.commits / abukix.commit_events (visible to get_historical_features), then acknowledge them."""
+    abukix.commits / abukix.commit_events (visible to get_historical_features), then acknowledge them.
+    While it runs, its lag, throughput and errors are on /metrics (runbooks/stream-freshness-slo-violation.md)."""
     from skewless.stream import processor
 
     def on_batch(stats) -> None:
@@ -66,7 +70,8 @@ def stream_run(
             typer.echo(stats)
 
     try:
-        stats = run(lambda: processor.run(once=once, max_batch=max_batch, on_batch=on_batch))
+        stats = run(lambda: processor.run(once=once, max_batch=max_batch, on_batch=on_batch,
+                                          metrics_port=metrics_port, metrics_host=metrics_host))
     except KeyboardInterrupt:
         return
     typer.echo(stats)

@@ -20,12 +20,14 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from skewless.core.config import COMMIT_EVENTS_TABLE, Profile, profile
+from skewless.core.errors import SkewlessError
 from skewless.feast_ext.clock import serving_now
 from skewless.feast_ext.live import versions_of
 from skewless.features.definitions import LIVE_TABLES
 from skewless.lake.events import land
 from skewless.stream import open_log
 from skewless.stream.log import EventLog
+from skewless.stream.metrics import StreamMetrics
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +66,11 @@ def _online(p: Profile):
 class Processor:
     """The processor of one profile's log (see the module docstring); :meth:`drain` / :meth:`run` consume it."""
 
-    def __init__(self, log_: Optional[EventLog] = None, p: Optional[Profile] = None, max_batch: int = MAX_BATCH):
+    def __init__(self, log_: Optional[EventLog] = None, p: Optional[Profile] = None, max_batch: int = MAX_BATCH,
+                 metrics: Optional[StreamMetrics] = None):
         self.p = p or profile()
+        #: Prometheus metrics (skewless.stream.metrics); served only when someone calls ``metrics.serve``
+        self.metrics = metrics or StreamMetrics()
         self.store, self.online = _online(self.p)
         self._owned = log_ is None
         self.log = log_ or open_log(self.p)
@@ -80,18 +85,27 @@ class Processor:
         views = [t.name for t in LIVE_TABLES if t.events == COMMIT_EVENTS_TABLE]
         lost = [v for v in views if self.online.live_state_mark(self.store.config, v) is None]
         if lost:
-            self.rebuilt += rebuild_online(self.p, self.store, self.online, lost)
+            with self.metrics.stage("online"):
+                self.rebuilt += rebuild_online(self.p, self.store, self.online, lost)
 
     def process(self, delivered: list) -> None:
         """Land, write online, acknowledge one fetched batch."""
         events = sorted(({**d.event, "seq": d.seq} for d in delivered), key=lambda e: (e["arrived_at"], e["seq"]))
         known_at = serving_now()
-        landed = land(events, known_at, self.p)
+        m = self.metrics
+        m.fetched(len(delivered))
+        with m.stage("land"):
+            landed = land(events, known_at, self.p)
         self.ensure_online()
-        for table in LIVE_TABLES:
-            if table.events == COMMIT_EVENTS_TABLE:
-                self.online.write_live_versions(self.store.config, table.name, versions_of(landed.versions))
-        self.log.ack(delivered)
+        with m.stage("online"):
+            for table in LIVE_TABLES:
+                if table.events == COMMIT_EVENTS_TABLE:
+                    self.online.write_live_versions(self.store.config, table.name, versions_of(landed.versions))
+        online_at = serving_now().timestamp()
+        with m.stage("ack"):
+            self.log.ack(delivered)
+        lags = [online_at - e["arrived_at"] / 1_000_000 for e in events]
+        m.batch(landed.written.num_rows, landed.duplicates, landed.redelivered.num_rows, lags, self.log.pending())
         st = self.stats
         st.batches += 1
         st.events += len(delivered)
@@ -108,8 +122,11 @@ class Processor:
         started = time.monotonic()
         try:
             while not stop():
-                delivered = self.log.fetch(self.max_batch, idle_timeout)
+                with self.metrics.stage("fetch"):
+                    delivered = self.log.fetch(self.max_batch, idle_timeout)
                 if not delivered:
+                    if self.metrics.pending_due():
+                        self.metrics.set_pending(self.log.pending())
                     # --once drains: it returns when nothing is unacknowledged (events a killed processor held come
                     # back after the broker's ack wait), not at the first empty fetch
                     if once and self.log.pending() == 0:
@@ -137,10 +154,26 @@ class Processor:
 
 
 def run(once: bool = False, max_batch: int = MAX_BATCH, idle_timeout: float = 0.5,
-        stop: Callable[[], bool] = lambda: False, on_batch: Callable[[RunStats], None] | None = None) -> RunStats:
-    """``skewless stream run``: a :class:`Processor` on the profile's log."""
-    with Processor(max_batch=max_batch) as proc:
-        return proc.run(once, idle_timeout, stop, on_batch)
+        stop: Callable[[], bool] = lambda: False, on_batch: Callable[[RunStats], None] | None = None,
+        metrics_port: int = 0, metrics_host: str = "127.0.0.1",
+        on_metrics: Callable[[str], None] | None = None) -> RunStats:
+    """``skewless stream run``: a :class:`Processor` on the profile's log; with ``metrics_port`` (not 0) its
+    Prometheus metrics on ``http://metrics_host:metrics_port/metrics`` while it runs (``on_metrics`` gets the URL)."""
+    metrics = StreamMetrics()
+    if metrics_port:
+        try:
+            port = metrics.serve(metrics_port, metrics_host)
+        except OSError as e:  # another processor on this host holds the port: say so, do not run unwatched
+            raise SkewlessError(f"cannot serve the processor's metrics on {metrics_host}:{metrics_port} ({e}); "
+                                "give each processor its own --metrics-port, or --metrics-port 0 for none") from None
+        log.info("stream processor metrics on http://%s:%d/metrics", metrics_host, port)
+        if on_metrics:
+            on_metrics(f"http://{metrics_host}:{port}/metrics")
+    try:
+        with Processor(max_batch=max_batch, metrics=metrics) as proc:
+            return proc.run(once, idle_timeout, stop, on_batch)
+    finally:
+        metrics.close()
 
 
 def rebuild_online(p: Profile | None = None, store=None, online=None, views: Optional[list[str]] = None) -> int:
