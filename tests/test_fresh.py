@@ -283,7 +283,7 @@ def _crash_loop(env: dict[str, str], kills: int, seed: int, between=None) -> int
     import time
 
     rng = random.Random(seed)
-    cli = [sys.executable, "-m", "skewless.cli", "stream", "run", "--max-batch", "3"]
+    cli = [sys.executable, "-m", "skewless.cli", "stream", "run", "--max-batch", "3", "--metrics-port", "0"]
     done = 0
     for i in range(kills):
         proc = subprocess.Popen(cli, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -570,7 +570,7 @@ def test_two_processors_on_one_stream_equal_one(tmp_path, monkeypatch):
     events = _events_once()
     with _own_production(tmp_path, "pair", monkeypatch) as (env, _, _):
         _publish(events)
-        cli = [sys.executable, "-m", "skewless.cli", "stream", "run", "--max-batch", "3"]
+        cli = [sys.executable, "-m", "skewless.cli", "stream", "run", "--max-batch", "3", "--metrics-port", "0"]
         procs = [subprocess.Popen(cli, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
                  for _ in range(2)]
         try:

@@ -56,14 +56,18 @@ def events_serve(
 def stream_run(
     once: Annotated[bool, typer.Option("--once", help="Drain the events waiting in the log, then exit.")] = False,
     max_batch: Annotated[int, typer.Option(help="Events per micro-batch.", min=1)] = 5_000,
-    metrics_port: Annotated[int, typer.Option(
-        help="Port of the processor's Prometheus /metrics (0: no metrics server).", min=0)] = 9109,
+    metrics_port: Annotated[Optional[int], typer.Option(
+        help="Port of the processor's Prometheus /metrics (0: no metrics server; default 9109, none with --once).",
+        min=0)] = None,
     metrics_host: Annotated[str, typer.Option(help="Interface the /metrics server listens on.")] = "127.0.0.1",
 ) -> None:
     """Apply pushed commit events: live features online (visible to get_online_features at once) and
     abukix.commits / abukix.commit_events (visible to get_historical_features), then acknowledge them.
     While it runs, its lag, throughput and errors are on /metrics (runbooks/stream-freshness-slo-violation.md)."""
     from skewless.stream import processor
+
+    if metrics_port is None:
+        metrics_port = 0 if once else 9109
 
     def on_batch(stats) -> None:
         if not once:
