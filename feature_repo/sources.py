@@ -4,9 +4,7 @@ The catalog location comes from the active profile (skewless.core.config.profile
 """
 
 from skewless.core.config import FEATURES_NAMESPACE, profile
-from skewless.feast_ext.sources import DefinedIcebergSource
-from feast import PushSource
-
+from skewless.feast_ext.sources import DefinedIcebergSource, DefinedPushSource
 from skewless.features.definitions import AUTHOR_ACTIVITY, REPO_ACTIVITY, REPO_ACTIVITY_LIVE
 
 _profile = profile()
@@ -44,5 +42,5 @@ commit_events_source = _source(_events_table, "Every commit event the stream pro
 # Feast's PushSource names the stream that feeds the live view; its rows are commit events, not feature values, so
 # they are sent with `skewless events push` (or the webhook), never with FeatureStore.push (the online store
 # refuses finished values for a live view).
-commit_events_push = PushSource(name="commit_events_push", batch_source=commit_events_source,
+commit_events_push = DefinedPushSource(name="commit_events_push", batch_source=commit_events_source,
                                 description="Commit events pushed to skewless's intake (skewless events push, webhook).")

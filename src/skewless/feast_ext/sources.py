@@ -1,4 +1,4 @@
-"""The Iceberg source of the feature repository, with a registry proto that depends on its definition only.
+"""The Iceberg and push sources of the feature repository, with a registry proto that depends on its definition only.
 
 Feast stamps every ``DataSource`` with the time it was constructed (``created_timestamp``; also when the registry
 decodes one), and ``apply`` stamps the registered object with the time of the apply (``last_updated_timestamp``).
@@ -18,14 +18,15 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+from feast.data_source import PushSource
 from feast.infra.data_sources.contrib.iceberg_catalog.iceberg_source import IcebergSource
 
 #: The created and last-updated time of every :class:`DefinedIcebergSource`.
 STAMP = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
-class DefinedIcebergSource(IcebergSource):
-    """Feast's ``IcebergSource`` whose created/updated stamps are :data:`STAMP`, whatever Feast assigns."""
+class _FixedStamps:
+    """Created/updated stamps that are :data:`STAMP`, whatever Feast assigns (module docstring)."""
 
     @property
     def created_timestamp(self) -> datetime:
@@ -44,6 +45,15 @@ class DefinedIcebergSource(IcebergSource):
         """Feast's construction and apply stamps are ignored (module docstring)."""
 
 
-# Encoded as Feast's class (module docstring): the registry holds no skewless class name.
-DefinedIcebergSource.__module__ = IcebergSource.__module__
-DefinedIcebergSource.__name__ = DefinedIcebergSource.__qualname__ = IcebergSource.__name__
+class DefinedIcebergSource(_FixedStamps, IcebergSource):
+    """Feast's ``IcebergSource`` whose created/updated stamps are :data:`STAMP`."""
+
+
+class DefinedPushSource(_FixedStamps, PushSource):
+    """Feast's ``PushSource`` (the live view's stream) whose created/updated stamps are :data:`STAMP`."""
+
+
+# Encoded as Feast's classes (module docstring): the registry holds no skewless class name.
+for _ours, _feasts in ((DefinedIcebergSource, IcebergSource), (DefinedPushSource, PushSource)):
+    _ours.__module__ = _feasts.__module__
+    _ours.__name__ = _ours.__qualname__ = _feasts.__name__
