@@ -31,5 +31,5 @@ next_week_commits_live_v1 = FeatureService(
     features=[repo_activity_live_fv],
     description="Fresh features of the next-week-commits model: a repository's activity up to the request instant.",
     owner="ml@skewless.dev",
-    tags={"model": "next_week_commits_live"},
+    tags={"freshness": "stream"},  # no "model" tag: no registered model uses it yet (the feature guard reads it)
 )
