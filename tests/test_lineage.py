@@ -151,8 +151,8 @@ def test_every_lineage_edge_from_commits_to_the_model_version(emitted, env_of):
     feats = _aspects(mcps, "mlFeatureProperties")
     tables = _aspects(mcps, "mlFeatureTableProperties")
     subtypes = _aspects(mcps, "subTypes")
-    for fv in store.list_feature_views():
-        table = lineage.dataset_urn(f"features.{fv.name}", env_of)
+    for fv in store.list_feature_views():  # the live view's table is the stream's abukix.commit_events
+        table = lineage.dataset_urn(lineage.source_identifier(fv.batch_source), env_of)
         view_urn = f"urn:li:mlFeatureTable:(urn:li:dataPlatform:feast,skewless.{fv.name})"
         assert subtypes[view_urn].typeNames == [lineage.FEATURE_VIEW_SUBTYPE]
         expected = [f"urn:li:mlFeature:(skewless.{fv.name},{f.name})" for f in fv.features]
@@ -205,7 +205,9 @@ def test_no_registry_skips_the_model_with_a_note(env_of, monkeypatch, tmp_path):
     assert lin.urns("mlModel") == [] and lin.urns("mlModelGroup") == []
     assert any("model lineage skipped" in n for n in lin.notes)
     assert not (tmp_path / "absent.db").exists()
-    assert len(lin.urns("dataset")) == 3 and len(lin.urns("mlFeatureTable")) == 4
+    # datasets: abukix.commits, abukix.commit_events (the live view's), two feature tables; feature tables: three
+    # views and three services
+    assert len(lin.urns("dataset")) == 4 and len(lin.urns("mlFeatureTable")) == 6
 
 
 class _FakeGms(BaseHTTPRequestHandler):
