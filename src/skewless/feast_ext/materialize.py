@@ -236,9 +236,13 @@ class StreamingComputeEngine(LocalComputeEngine):
 
         join_key_types = {e.name: e.dtype.to_value_type() for e in fv.entity_columns}
         store, cfg = self.online_store, self.repo_config.online_store
-        # Only where writes are Feast's own (a subclass overriding online_write_batch keeps its own writes).
+        # Only where writes are Feast's own (a subclass overriding online_write_batch keeps its own writes). The live
+        # views' guard (LiveReadMixin) only refuses writes to live views, which are never materialized.
+        from skewless.feast_ext.live import LiveReadMixin
+
+        own = (RedisOnlineStore.online_write_batch, LiveReadMixin.online_write_batch)
         if (isinstance(store, RedisOnlineStore)
-                and type(store).online_write_batch is RedisOnlineStore.online_write_batch
+                and type(store).online_write_batch in own
                 and redis_format.supports_keys(join_key_types, self.repo_config.entity_key_serialization_version)):
             if cfg.redis_type == RedisType.redis_cluster:
                 from skewless.feast_ext import redis_cluster
