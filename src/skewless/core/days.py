@@ -3,7 +3,7 @@ the UTC DuckDB session every day computation runs in."""
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -18,6 +18,21 @@ def interval_day(data_interval_end: datetime | None) -> date:
         # at trigger time (not the interval of that date: a past day is re-run by clearing or backfilling it).
         raise ValueError("this run has no data interval; trigger it with a logical date, or backfill the day")
     return data_interval_end.astimezone(timezone.utc).date()
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def epoch_us(value: datetime) -> int:
+    """An instant as integer microseconds since the Unix epoch (naive means UTC)."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return (value - EPOCH) // timedelta(microseconds=1)
+
+
+def from_epoch_us(us: int) -> datetime:
+    """Integer microseconds since the Unix epoch as an aware UTC datetime (exact, unlike a float timestamp)."""
+    return EPOCH + timedelta(microseconds=int(us))
 
 
 def utc_duckdb(database: str = ":memory:") -> "duckdb.DuckDBPyConnection":

@@ -22,12 +22,13 @@ version is a set element), so a redelivered batch is applied again harmlessly.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple, Optional
 
 import pyarrow as pa
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 
+from skewless.core.days import epoch_us
 from skewless.core.errors import SkewlessError
 from skewless.feast_ext.clock import serving_now
 from skewless.features.definitions import LIVE_TABLES, LiveTable
@@ -38,7 +39,6 @@ if TYPE_CHECKING:
     from feast.repo_config import RepoConfig
 
 _US = 1_000_000
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 LIVE = {t.name: t for t in LIVE_TABLES}
 
 
@@ -65,12 +65,6 @@ class Version(NamedTuple):
 
 def live_table(view_name: str) -> Optional[LiveTable]:
     return LIVE.get(view_name)
-
-
-def to_us(value: datetime) -> int:
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return (value - _EPOCH) // timedelta(microseconds=1)
 
 
 def evaluate(table: LiveTable, versions: Iterable[Version], at_us: int) -> dict[str, Any]:
@@ -107,8 +101,8 @@ def versions_of(rows: pa.Table) -> dict[str, list[Version]]:
     for i in range(rows.num_rows):
         committed = cols["committed_at"][i]
         out.setdefault(cols["repo"][i], []).append(Version(
-            cols["sha"][i], to_us(cols["known_at"][i]), int(cols["seq"][i]), cols["kind"][i],
-            to_us(committed) if committed is not None else 0, cols["author_id"][i], to_us(cols["arrived_at"][i])))
+            cols["sha"][i], epoch_us(cols["known_at"][i]), int(cols["seq"][i]), cols["kind"][i],
+            epoch_us(committed) if committed is not None else 0, cols["author_id"][i], epoch_us(cols["arrived_at"][i])))
     return out
 
 
@@ -170,7 +164,7 @@ class LiveReadMixin:
             return super().online_read(config, table, entity_keys, requested_features)  # type: ignore[misc]
         at = serving_now()
         held = self.read_live_versions(config, table.name, [_entity(k) for k in entity_keys])
-        at_us = to_us(at)
+        at_us = epoch_us(at)
         wanted = set(requested_features or [f.name for f in definition.features])
         rows = []
         for versions in held:

@@ -62,6 +62,7 @@ from feast.on_demand_feature_view import OnDemandFeatureView
 from feast.repo_config import RepoConfig
 from feast.saved_dataset import SavedDatasetStorage
 
+from skewless.core.days import from_epoch_us
 from skewless.feast_ext.iceberg_scan import IcebergScan, quote, timestamp_bounds_filter
 from skewless.feast_ext.live import historical_sql, live_table
 
@@ -184,7 +185,7 @@ class _Entities:
         if not self.valid.any():
             return None, None
         lo, hi = int(self.ceil_us[self.valid].min()), int(self.floor_us[self.valid].max())
-        return _from_us(lo), _from_us(hi)
+        return from_epoch_us(lo), from_epoch_us(hi)
 
     def duckdb_table(self, key_columns: list[str]) -> pa.Table:
         mask = ~self.valid
@@ -194,10 +195,6 @@ class _Entities:
         cols[TS_FLOOR] = pa.array(self.floor_us, mask=mask).cast(pa.int64()).cast(_UTC_US)
         cols[TS_CEIL] = pa.array(self.ceil_us, mask=mask).cast(pa.int64()).cast(_UTC_US)
         return pa.table(cols)
-
-
-def _from_us(us: int) -> datetime:
-    return datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=us)
 
 
 def _timestamps_us(column: pa.ChunkedArray, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -568,28 +565,27 @@ class IcebergOfflineStore(DuckDBOfflineStore):
 LIVE_COLUMNS = ("repo", "sha", "kind", "committed_at", "author_id", "known_at", "arrived_at", "seq")
 
 
-def _live_scan_sql(fv: FeatureView, entities: _Entities, cfg: Any) -> tuple[Optional[IcebergScan], str]:
-    """The pinned scan of a live view's versions (None when no event was ever applied) and its relation SQL."""
+def _live_scan(plan: _ViewPlan, entities: _Entities, cfg: Any) -> Optional[IcebergScan]:
+    """The pinned scan of a live view's versions known by the latest entity instant, for the entity keys when they
+    are few (None when the event table does not exist yet: no event was ever applied)."""
     from pyiceberg.exceptions import NoSuchTableError
     from pyiceberg.expressions import AlwaysFalse, And, In
 
-    source = fv.batch_source
-    key = next(iter(fv.projection.join_key_map or {e.name: e.name for e in fv.entity_columns}))
+    [(src, key)] = plan.keys
     if not entities.valid.any():
         expr = AlwaysFalse()
     else:
-        upper = _from_us(int(entities.floor_us[entities.valid].max()))
+        upper = from_epoch_us(int(entities.floor_us[entities.valid].max()))
         expr = timestamp_bounds_filter("known_at", None, upper)
         values = pc.unique(entities.table.column(key).drop_null()).to_pylist()
         if not values:
             expr = AlwaysFalse()
         elif len(values) <= cfg.entity_filter_max_keys:
-            expr = And(expr, In("repo", set(values)))
+            expr = And(expr, In(src, set(values)))
     try:
-        scan = IcebergScan.plan(source, LIVE_COLUMNS, expr, allow_native=cfg.native_parquet)
+        return IcebergScan.plan(plan.source, LIVE_COLUMNS, expr, allow_native=cfg.native_parquet)
     except NoSuchTableError:
-        return None, ""
-    return scan, key
+        return None
 
 
 def _with_live_views(config: RepoConfig, feature_views: List[FeatureView], feature_refs: List[str],
@@ -606,8 +602,8 @@ def _with_live_views(config: RepoConfig, feature_views: List[FeatureView], featu
     for fv, plan in zip(live, plans):
         definition = live_table(fv.name)
         output = dict(plan.features)
-        scan, key = _live_scan_sql(fv, entities, cfg)
-        ent_key = dict(plan.keys).get(key, key)
+        scan = _live_scan(plan, entities, cfg)
+        [(_, ent_key)] = plan.keys
         con = connect(cfg)
         try:
             con.register("entity", entities.duckdb_table([ent_key]))
@@ -618,11 +614,13 @@ def _with_live_views(config: RepoConfig, feature_views: List[FeatureView], featu
             else:
                 scan.register(con, "__live")
             windows = historical_sql(definition, ent_key, TS_FLOOR, ROW, output)
-            names = [output[f.name] for f in definition.features if f.name in output]
+            wanted = [(output[f.name], pa.types.is_integer(f.arrow_type)) for f in definition.features
+                      if f.name in output]
+            names = [n for n, _ in wanted]
+            # counts of an entity row with no version are 0 (an empty window), not null
             cols = ", ".join(
                 f"CASE WHEN e.{quote(TS_FLOOR)} IS NULL THEN NULL ELSE coalesce(w.{quote(n)}, 0) END AS {quote(n)}"
-                if pa.types.is_integer(_arrow_type(definition, n, output)) else f"w.{quote(n)} AS {quote(n)}"
-                for n in names)
+                if count else f"w.{quote(n)} AS {quote(n)}" for n, count in wanted)
             result = con.sql(f"SELECT {cols} FROM entity e LEFT JOIN ({windows}) w USING ({quote(ROW)}) "
                              f"ORDER BY e.{quote(ROW)}").to_arrow_table()
         finally:
@@ -635,9 +633,11 @@ def _with_live_views(config: RepoConfig, feature_views: List[FeatureView], featu
         metadata = RetrievalMetadata(features=feature_refs,
                                      keys=list(set(entities.table.column_names) - {entities.timestamp_column}),
                                      min_event_timestamp=lo, max_event_timestamp=hi)
-        done = out
-        return IcebergRetrievalJob(lambda con: (con.register("__done", done), "SELECT * FROM __done")[1],
-                                   lambda t: t, config, full_feature_names,
+        def build(con: "duckdb.DuckDBPyConnection") -> str:
+            con.register("__done", out)
+            return "SELECT * FROM __done"
+
+        return IcebergRetrievalJob(build, lambda t: t, config, full_feature_names,
                                    OnDemandFeatureView.get_requested_odfvs(feature_refs, project, registry),
                                    metadata)
     prefixes = {fv.projection.name_to_use() for fv in live}
@@ -645,11 +645,6 @@ def _with_live_views(config: RepoConfig, feature_views: List[FeatureView], featu
     return IcebergOfflineStore.get_historical_features(
         config, rest, refs, out.to_pandas(), registry, project, full_feature_names,
         filter_by_created_timestamp=filter_by_created)
-
-
-def _arrow_type(definition: Any, column: str, output: dict[str, str]) -> pa.DataType:
-    name = next(k for k, v in output.items() if v == column)
-    return next(f.arrow_type for f in definition.features if f.name == name)
 
 
 def conform_to_iceberg(table: pa.Table, schema: pa.Schema, field_mapping: Optional[dict[str, str]],
@@ -707,11 +702,11 @@ def _pushdown(plan: _ViewPlan, entities: _Entities, cfg: Any
 
     if not entities.valid.any():
         return None, None, AlwaysFalse(), {}
-    upper = _from_us(int(entities.floor_us[entities.valid].max()))
+    upper = from_epoch_us(int(entities.floor_us[entities.valid].max()))
     lower = None
     if plan.ttl:
         try:
-            lower = _from_us(int(entities.ceil_us[entities.valid].min())) - plan.ttl
+            lower = from_epoch_us(int(entities.ceil_us[entities.valid].min())) - plan.ttl
         except OverflowError:
             lower = None
     expr = timestamp_bounds_filter(plan.timestamp, lower, upper)

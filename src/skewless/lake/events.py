@@ -26,13 +26,15 @@ import logging
 import random
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Sequence
 
 import pyarrow as pa
 
 from skewless import lake
 from skewless.core.config import COMMIT_EVENTS_TABLE, COMMITS_TABLE, Profile, profile
+from skewless.core.days import epoch_us, from_epoch_us
+from skewless.lake.ingest import VALUE_COLUMNS, _delete_filter, single_attempt_commits
 
 if TYPE_CHECKING:
     from pyiceberg.table import Table
@@ -40,8 +42,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _UTC_US = pa.timestamp("us", tz="UTC")
-#: The commit's values (everything but the key) as the lake stores them.
-VALUE_COLUMNS = tuple(f.name for f in lake.COMMITS_ARROW_SCHEMA if f.name not in ("repo", "sha"))
 
 EVENTS_ARROW_SCHEMA = pa.schema(
     [pa.field("repo", pa.string(), nullable=False), pa.field("sha", pa.string(), nullable=False),
@@ -52,7 +52,6 @@ EVENTS_ARROW_SCHEMA = pa.schema(
        pa.field("source", pa.string(), nullable=False)]
 )
 COMMIT_RETRIES = 20  # several processors land concurrently: optimistic commits retry with jitter
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 @dataclass(frozen=True)
@@ -106,8 +105,7 @@ def _stored(table: "Table", keys: set[tuple[str, str]], schema: pa.Schema) -> pa
 def _order(row: dict[str, Any]) -> tuple[int, int]:
     """The arrival order of a version: (arrived_at, log sequence). The last-arrived version known at T decides."""
     arrived = row["arrived_at"]
-    us = arrived if isinstance(arrived, int) else (arrived - _EPOCH) // timedelta(microseconds=1)
-    return us, int(row["seq"])
+    return (arrived if isinstance(arrived, int) else epoch_us(arrived)), int(row["seq"])
 
 
 def land(events: Sequence[dict[str, Any]], known_at: datetime, p: Profile | None = None) -> Landed:
@@ -118,8 +116,6 @@ def land(events: Sequence[dict[str, Any]], known_at: datetime, p: Profile | None
     only (:func:`_order`), not on when it was landed.
     """
     from pyiceberg.exceptions import CommitFailedException
-
-    from skewless.lake.ingest import single_attempt_commits
 
     p = p or profile()
     keys = {(e["repo"], e["sha"]) for e in events}
@@ -172,7 +168,7 @@ def _rows(rows: list[dict[str, Any]]) -> pa.Table:
         values = [r.get(f.name) for r in rows]
         if pa.types.is_timestamp(f.type):
             values = [v if v is None or isinstance(v, datetime) else
-                      _EPOCH + timedelta(microseconds=v) for v in values]
+                      from_epoch_us(v) for v in values]
         cols[f.name] = pa.array(values, f.type)
     return pa.table(cols, schema=EVENTS_ARROW_SCHEMA)
 
@@ -183,9 +179,6 @@ def _level_commits(p: Profile, keys: set) -> int | None:
     the versions, so a concurrent processor's versions are never overwritten by an older view of them; a conflict
     re-reads both."""
     from pyiceberg.exceptions import CommitFailedException
-    from pyiceberg.expressions import And, EqualTo, In, Or
-
-    from skewless.lake.ingest import single_attempt_commits
 
     for attempt in range(1, COMMIT_RETRIES + 1):
         commits = single_attempt_commits(lake.commits_table(p, create=True))
@@ -213,13 +206,9 @@ def _level_commits(p: Profile, keys: set) -> int | None:
             with commits.transaction() as tx:
                 if delete:
                     by_repo: dict[str, list[str]] = {}
-                    for r, s in delete:
-                        by_repo.setdefault(r, []).append(s)
-                    parts = [And(EqualTo("repo", r), In("sha", s)) for r, s in sorted(by_repo.items())]
-                    expr = parts[0]
-                    for part in parts[1:]:
-                        expr = Or(expr, part)
-                    tx.delete(expr, snapshot_properties=summary)
+                    for r, sha in delete:
+                        by_repo.setdefault(r, []).append(sha)
+                    tx.delete(_delete_filter(by_repo), snapshot_properties=summary)
                 if append:
                     tx.append(pa.Table.from_pylist(append, schema=lake.COMMITS_ARROW_SCHEMA),
                               snapshot_properties=summary)

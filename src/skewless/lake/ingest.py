@@ -361,6 +361,15 @@ class _Read:
     oldest: datetime | None = None  # a shallow clone's oldest committed_at read
 
 
+def unreachable(rd: _Read, stored: dict[str, datetime]) -> set[str]:
+    """The stored commits (sha -> committed_at) of a git source's repository that its history no longer reaches:
+    what a git ingest (or push) retracts. A shallow clone judges only what lies inside its boundary."""
+    gone = {sha for sha in stored if sha not in rd.history}
+    if rd.oldest is not None:  # shallow: what lies beyond the boundary was not read, so it is not judged
+        gone = {sha for sha in gone if stored[sha] >= rd.oldest}
+    return gone
+
+
 def check_repo_name(name: str) -> str:
     if not REPO_NAME.match(name or "") or any(part in (".", "..") for part in name.split("/")):
         raise IngestError(f"repository name {name!r} is not valid: use OWNER/NAME (letters, digits, '.', '_', '-', "
@@ -499,12 +508,9 @@ def _plan(reads: list[_Read], incoming: pa.Table, src: list[int], stored: pa.Tab
                 f"rule one-history-per-name; nothing was written. Choose a name with --name OWNER/NAME, rename the "
                 f"stored one with `skewless repos rename {name} NEW`, or pass --replace if this IS that repository "
                 "with its whole history rewritten")
-        gone = held - rd.history
-        if rd.oldest is not None:  # shallow: what lies beyond the boundary was not read, so it is not judged
-            old = stored.filter(pc.and_(pc.equal(stored["repo"], name),
-                                        pc.less(stored["committed_at"], pa.scalar(rd.oldest, stored["committed_at"].type))))
-            gone -= set(old["sha"].to_pylist())
-        retract.setdefault(name, set()).update(gone)
+        mine = stored.filter(pc.equal(stored["repo"], name))
+        retract.setdefault(name, set()).update(
+            unreachable(rd, dict(zip(mine["sha"].to_pylist(), mine["committed_at"].to_pylist()))))
         others = [(rp, s, src_i) for rp, s, src_i in zip(incoming["repo"].to_pylist(), incoming["sha"].to_pylist(), src)
                   if rp == name and s not in rd.history]
         if others:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -29,13 +29,13 @@ import pyarrow as pa
 
 from skewless import lake
 from skewless.core.config import Profile, profile
+from skewless.core.days import epoch_us
 from skewless.feast_ext.clock import serving_now
-from skewless.lake.ingest import IngestError, check_repo_name, normalize, read_source
+from skewless.lake.ingest import IngestError, check_repo_name, normalize, read_source, unreachable
 from skewless.stream import open_log
 from skewless.stream.log import EventLog
 
 KINDS = ("add", "retract")
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 @dataclass(frozen=True)
@@ -50,16 +50,12 @@ class Pushed:
         return "\n".join(lines + [f"  note: {n}" for n in self.notes])
 
 
-def _us(value: datetime) -> int:
-    return (value - _EPOCH) // timedelta(microseconds=1)
-
-
 def _events(rows: pa.Table, kind: str, source: str, arrived_us: int) -> list[dict[str, Any]]:
     out = []
     for row in rows.to_pylist():
         for c in ("authored_at", "committed_at"):
             if isinstance(row.get(c), datetime):
-                row[c] = _us(row[c])
+                row[c] = epoch_us(row[c])
         row.update(event_id=uuid.uuid4().hex, kind=kind, arrived_at=arrived_us, source=source)
         out.append(row)
     return out
@@ -77,7 +73,7 @@ def events_of_table(table: pa.Table, source: str) -> list[dict[str, Any]]:
         kinds = table.column("kind").to_pylist()
         _check_kinds(kinds, source)
         table = table.drop_columns(["kind"])
-    arrived = _us(serving_now())
+    arrived = epoch_us(serving_now())
     adds = table.filter(pa.array([k == "add" for k in kinds]))
     events = []
     if adds.num_rows:
@@ -161,10 +157,8 @@ def events_of_source(path: Path, name: str | None = None, ref: str | None = None
         assert hist is not None
         stored = _stored_shas(hist.name, p or profile())
         new = read.rows.filter(pa.array([s not in stored for s in read.rows.column("sha").to_pylist()]))
-        gone = sorted(s for s in stored if s not in read.history)
-        if read.oldest is not None:  # a shallow clone: commits older than its boundary are left alone
-            gone = [s for s in gone if stored[s] >= read.oldest]
-        arrived = _us(serving_now())
+        gone = sorted(unreachable(read, stored))
+        arrived = epoch_us(serving_now())
         events = _events(new, "add", source, arrived) + _retractions([(hist.name, s) for s in gone], source, arrived)
         return events, tuple(read.notes)
     if path.suffix.lower() in (".jsonl", ".ndjson", ".json"):
@@ -172,7 +166,7 @@ def events_of_source(path: Path, name: str | None = None, ref: str | None = None
             raise IngestError(f"{source}: --name and --ref apply to a git repository")
         return events_of_table(_read_jsonl(path), source), ()
     read = read_source(path, name=name, ref=ref)  # Parquet: ingest's reading, checks and messages
-    return _events(read.rows, "add", source, _us(serving_now())), tuple(read.notes)
+    return _events(read.rows, "add", source, epoch_us(serving_now())), tuple(read.notes)
 
 
 def _stored_shas(repo: str, p: Profile) -> dict[str, datetime]:

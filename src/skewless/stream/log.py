@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from abc import ABC, abstractmethod
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,32 +50,32 @@ def decode(body: bytes) -> dict[str, Any]:
 
 
 def subject_token(repo: str) -> str:
-    """A NATS subject token naming a repository (``owner/name`` → ``owner~name``; dots become ``~~``): each
-    repository has its own subject, the unit of partitioning."""
+    """A NATS subject token naming a repository (``owner/name`` → ``owner~name``; ``.`` and ``~`` are escaped as
+    ``~2e`` and ``~7e``): each repository has its own subject, the unit of partitioning."""
     return repo.replace("~", "~7e").replace(".", "~2e").replace("/", "~")
 
 
-class EventLog:
+class EventLog(ABC):
     """The interface of an event log (see the module docstring)."""
 
     #: What the log is, for messages ("SQLite log /path", "JetStream stream X on nats://...").
     where: str = ""
 
+    @abstractmethod
     def publish(self, events: Sequence[dict[str, Any]]) -> None:
         """Append events (each with a unique ``event_id`` and a ``repo``); durable when this returns."""
-        raise NotImplementedError
 
+    @abstractmethod
     def fetch(self, max_events: int = 10_000, timeout: float = 0.5) -> list[Delivered]:
         """Up to ``max_events`` unacknowledged events, oldest first; ``[]`` when none came within ``timeout`` s."""
-        raise NotImplementedError
 
+    @abstractmethod
     def ack(self, delivered: Sequence[Delivered]) -> None:
         """Acknowledge processed events: they are never delivered again."""
-        raise NotImplementedError
 
+    @abstractmethod
     def pending(self) -> int:
         """Events published and not yet acknowledged."""
-        raise NotImplementedError
 
     def close(self) -> None:
         pass

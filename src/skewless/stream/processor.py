@@ -31,6 +31,9 @@ from skewless.stream.metrics import StreamMetrics
 
 log = logging.getLogger(__name__)
 
+#: The live views fed by this processor (those computed from abukix.commit_events).
+STREAM_VIEWS = tuple(t.name for t in LIVE_TABLES if t.events == COMMIT_EVENTS_TABLE)
+
 #: Events per micro-batch: one fetch, two Iceberg commits, one online write and one round of acks.
 MAX_BATCH = 5_000
 
@@ -43,7 +46,7 @@ class RunStats:
     duplicates: int = 0
     redelivered: int = 0
     seconds: float = 0.0
-    lags: list[float] = field(default_factory=list)  # arrival -> online, seconds, one per written version
+    lags: list[float] = field(default_factory=list)  # arrival -> online, seconds, one per delivered event
 
     def __str__(self) -> str:
         lag = ""
@@ -82,15 +85,14 @@ class Processor:
     def ensure_online(self) -> None:
         """Rebuild the live views' versions from ``abukix.commit_events`` when the online store lost them (its mark
         is gone: a new online store, a flushed Redis, a Redis restarted without persistence)."""
-        views = [t.name for t in LIVE_TABLES if t.events == COMMIT_EVENTS_TABLE]
-        lost = [v for v in views if self.online.live_state_mark(self.store.config, v) is None]
+        lost = [v for v in STREAM_VIEWS if self.online.live_state_mark(self.store.config, v) is None]
         if lost:
             with self.metrics.stage("online"):
                 self.rebuilt += rebuild_online(self.p, self.store, self.online, lost)
 
     def process(self, delivered: list) -> None:
         """Land, write online, acknowledge one fetched batch."""
-        events = sorted(({**d.event, "seq": d.seq} for d in delivered), key=lambda e: (e["arrived_at"], e["seq"]))
+        events = [{**d.event, "seq": d.seq} for d in delivered]  # land() orders them by arrival
         known_at = serving_now()
         m = self.metrics
         m.fetched(len(delivered))
@@ -98,9 +100,9 @@ class Processor:
             landed = land(events, known_at, self.p)
         self.ensure_online()
         with m.stage("online"):
-            for table in LIVE_TABLES:
-                if table.events == COMMIT_EVENTS_TABLE:
-                    self.online.write_live_versions(self.store.config, table.name, versions_of(landed.versions))
+            versions = versions_of(landed.versions)
+            for view in STREAM_VIEWS:
+                self.online.write_live_versions(self.store.config, view, versions)
         online_at = serving_now().timestamp()
         with m.stage("ack"):
             self.log.ack(delivered)
@@ -113,8 +115,7 @@ class Processor:
         st.duplicates += landed.duplicates
         st.redelivered += landed.redelivered.num_rows
         if len(st.lags) < 100_000:
-            done = serving_now().timestamp()
-            st.lags += [done - e["arrived_at"] / 1_000_000 for e in events]
+            st.lags += lags
 
     def run(self, once: bool = False, idle_timeout: float = 0.5, stop: Callable[[], bool] = lambda: False,
             on_batch: Callable[[RunStats], None] | None = None) -> RunStats:
@@ -125,12 +126,13 @@ class Processor:
                 with self.metrics.stage("fetch"):
                     delivered = self.log.fetch(self.max_batch, idle_timeout)
                 if not delivered:
-                    if self.metrics.pending_due():
-                        self.metrics.set_pending(self.log.pending())
                     # --once drains: it returns when nothing is unacknowledged (events a killed processor held come
                     # back after the broker's ack wait), not at the first empty fetch
-                    if once and self.log.pending() == 0:
-                        break
+                    if once or self.metrics.pending_due():
+                        pending = self.log.pending()
+                        self.metrics.set_pending(pending)
+                        if once and pending == 0:
+                            break
                     continue
                 self.process(delivered)
                 if on_batch:
@@ -187,7 +189,7 @@ def rebuild_online(p: Profile | None = None, store=None, online=None, views: Opt
     if store is None:
         store, online = _online(p)
     rows = read_versions(p)
-    for name in views or [t.name for t in LIVE_TABLES if t.events == COMMIT_EVENTS_TABLE]:
+    for name in views or STREAM_VIEWS:
         online.clear_live_versions(store.config, name)
         online.write_live_versions(store.config, name, versions_of(rows))
         online.set_live_state_mark(store.config, name, uuid.uuid4().hex)
