@@ -65,4 +65,5 @@ def test_notebook_executes_on_sample(home: Path, sample_parquet: Path, python3_k
     assert f"'abukix.commits': {lake.snapshot_id(lake.commits_table())}" in text
     html = [o["data"]["text/html"] for o in outputs if "text/html" in o.get("data", {})]
     assert any("commits_last_7d" in h and "label" in h for h in html), "the head of the training set is not shown"
-    assert any("image/png" in o.get("data", {}) for o in outputs), "the plot was not rendered"
+    assert sum("image/png" in o.get("data", {}) for o in outputs) == 2, "both plots (model, fresh vs daily) render"
+    assert any("daily+fresh" in h and "midweek" in h for h in html), "the fresh vs daily comparison is not shown"

@@ -342,3 +342,46 @@ def test_leakage_drill_writes_its_report(sample_home: Path, tmp_path: Path):
     assert result.png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="not a drill variant"):
         features.build_variant(features.REPO_ACTIVITY, "committed_at", _last_day())
+
+
+# --- fresh vs daily features on the same instants (issue 16: a model on fresh features) ---------------------------
+
+def test_weekly_counts_with_an_offset_label_the_week_from_the_instant():
+    rows = [("r", "2024-01-01 05:00"), ("r", "2024-01-04 11:00"), ("r", "2024-01-04 12:00"),
+            ("r", "2024-01-11 11:59"), ("r", "2024-01-11 12:00"), ("r", "2024-01-30 10:00")]
+    thursday_noon = labels.weekly_counts(_commits(rows), pd.Timedelta(days=3, hours=12))
+    got = {f"{t:%Y-%m-%d %H:%M}": int(n) for t, n in zip(thursday_noon["event_timestamp"], thursday_noon["label"])}
+    # the first instant at or after the first commit is Thu 01-04 12:00; [T, T+7d) ends by the last commit's day
+    assert got == {"2024-01-04 12:00": 2, "2024-01-11 12:00": 1, "2024-01-18 12:00": 0}
+    assert labels.weekly_counts(_commits(rows), pd.Timedelta(0)).equals(labels.weekly_counts(_commits(rows)))
+    with pytest.raises(labels.LabelError, match="offset"):
+        labels.weekly_counts(_commits(rows), pd.Timedelta(days=7))
+
+
+def test_fresh_model_drill_compares_on_the_same_instants(sample_home: Path, tmp_path: Path):
+    from skewless.drills import fresh_model
+    from skewless.lake import events
+
+    n_commits = lake.commits_table().scan(selected_fields=("sha",)).to_arrow().num_rows
+    assert events.backfill() == n_commits
+    assert events.backfill() == 0, "a second backfill wrote again"
+    store = dataset.default_store()
+    monday, _ = fresh_model.examples(store, fresh_model.GRIDS["monday"])
+    # the same definition computed two ways agrees at a day boundary: the daily 7-day window (built per UTC day)
+    # and the live one evaluated at Monday 00:00 from the backfilled versions
+    assert len(monday) > 1000 and (monday["commits_last_7d"] == monday["commits_last_7d_live"]).all()
+    midweek, _ = fresh_model.examples(store, fresh_model.GRIDS["midweek"])
+    assert (midweek["event_timestamp"].dt.dayofweek == 3).all() and (midweek["event_timestamp"].dt.hour == 12).all()
+    assert (midweek["commits_last_7d"] != midweek["commits_last_7d_live"]).any(), "mid-week, the windows moved"
+
+    result = fresh_model.run_fresh_model(tmp_path / "reports")
+    t = result.table
+    assert set(t["grid"]) == {"monday", "midweek"}
+    assert set(t["predictor"]) == {"daily", "fresh", "daily+fresh", "baseline_last_week", "baseline_mean_4w"}
+    for grid, part in t.groupby("grid"):
+        assert part["n_test"].nunique() == 1, f"{grid}: predictors scored on different instants"
+    assert np.isfinite(t[["mae", "rmse", "poisson_deviance"]].to_numpy()).all()
+    d = result.deltas
+    assert ((d["ci_low"] <= d["minus_daily"]) & (d["minus_daily"] <= d["ci_high"])).all()
+    md = result.markdown.read_text()
+    assert "| midweek | daily+fresh |" in md and result.png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

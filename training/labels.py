@@ -71,12 +71,18 @@ def _micros(ts: pd.Series) -> np.ndarray:
     return ts.dt.tz_convert("UTC").astype("datetime64[us, UTC]").to_numpy("datetime64[us]").astype(np.int64)
 
 
-def weekly_counts(commits: pd.DataFrame) -> pd.DataFrame:
+def weekly_counts(commits: pd.DataFrame, offset: pd.Timedelta | None = None) -> pd.DataFrame:
     """Count commits per observed (repo, Monday) week; ``commits`` has columns repo and committed_at (UTC).
 
     Returns columns repo, event_timestamp (Monday 00:00 UTC), label (int64), sorted; see the module docstring for
     which weeks are observed. A repository without a single observed week contributes no row.
+
+    ``offset`` (0 <= offset < 7 days) moves every example to ``M + offset`` (e.g. Thursday 12:00 for a mid-week
+    prediction): its label counts ``[M + offset, M + offset + 7d)`` and the observed rule applies to that week.
     """
+    off = 0 if offset is None else int(pd.Timedelta(offset).total_seconds() * 1_000_000)
+    if not 0 <= off < _US_PER_WEEK:
+        raise LabelError(f"offset {offset} is not within [0, 7 days)")
     missing = {"repo", "committed_at"} - set(commits.columns)
     if missing:
         raise LabelError(f"commits lack the column(s) {', '.join(sorted(missing))}")
@@ -93,12 +99,13 @@ def weekly_counts(commits: pd.DataFrame) -> pd.DataFrame:
     out_label: list[np.ndarray] = []
     for name, lo, hi in zip(names, starts, ends):
         own = ts[lo:hi]
-        first_week = -(-(own[0] - _MONDAY0) // _US_PER_WEEK)  # first Monday at or after the first commit
+        start0 = _MONDAY0 + off
+        first_week = -(-(own[0] - start0) // _US_PER_WEEK)  # first instant at or after the first commit
         last_day = own[-1] - own[-1] % _US_PER_DAY
-        last_week = (last_day - _US_PER_WEEK - _MONDAY0) // _US_PER_WEEK  # last Monday with M + 7d <= last_day
+        last_week = (last_day - _US_PER_WEEK - start0) // _US_PER_WEEK  # last instant with T + 7d <= last_day
         if last_week < first_week:
             continue
-        mondays = _MONDAY0 + _US_PER_WEEK * np.arange(first_week, last_week + 1, dtype=np.int64)
+        mondays = start0 + _US_PER_WEEK * np.arange(first_week, last_week + 1, dtype=np.int64)
         counts = np.searchsorted(own, mondays + _US_PER_WEEK, side="left") - np.searchsorted(own, mondays,
                                                                                                side="left")
         out_repo.append(np.full(len(mondays), name, dtype=object))
@@ -116,7 +123,8 @@ def weekly_counts(commits: pd.DataFrame) -> pd.DataFrame:
     })
 
 
-def weekly_labels(p: Profile | None = None, until: date | None = None) -> Labels:
+def weekly_labels(p: Profile | None = None, until: date | None = None,
+                  offset: pd.Timedelta | None = None) -> Labels:
     """Labels of every observed week, counted from ``abukix.commits``.
 
     The snapshot read is the one pinned by an enclosing :func:`skewless.lake.snapshots.pinned_snapshots` block (else
@@ -133,7 +141,7 @@ def weekly_labels(p: Profile | None = None, until: date | None = None) -> Labels
     if until is not None:
         end = pd.Timestamp(until, tz="UTC") + pd.Timedelta(days=1)
         commits = commits[commits["committed_at"] < end]
-    frame = weekly_counts(commits)
+    frame = weekly_counts(commits, offset)
     last = commits["committed_at"].max().tz_convert("UTC").floor("D") if len(commits) else None
     return Labels(frame=frame, commits_snapshot=snap, last_commit_day=last)
 

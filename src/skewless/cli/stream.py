@@ -87,3 +87,17 @@ def stream_rebuild_online() -> None:
     from skewless.stream import processor
 
     typer.echo(f"wrote {run(processor.rebuild_online)} version(s) online")
+
+
+@stream_app.command("backfill")
+def stream_backfill() -> None:
+    """Give the live views the history ingested in batch: every commit of abukix.commits without a version gets one
+    (known at its committed_at, source "backfill"), then the online state is rebuilt. Idempotent."""
+    from skewless.lake import events
+    from skewless.stream import processor
+
+    def go() -> tuple[int, int]:
+        return events.backfill(), processor.rebuild_online()
+
+    written, online = run(go)
+    typer.echo(f"backfilled {written} commit(s) into the event history; wrote {online} version(s) online")

@@ -66,6 +66,39 @@ def drills_leakage(
     typer.echo(f"wrote {result.markdown} and {result.png}")
 
 
+@drills_app.command("fresh-model")
+def drills_fresh_model(
+    source: Annotated[Optional[Path], typer.Option(
+        help="Commits to ingest first (default: ../shared data when present, else the sample).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Report directory (default: <project>/reports).")] = None,
+    cutoff: Cutoff = None,
+) -> None:
+    """Regenerate the fresh-vs-daily report: next-week-commits trained on the daily and on the fresh service,
+    scored on the same Monday and mid-week instants.
+
+    In the active home (use a dedicated SKEWLESS_HOME): ingest --source (idempotent), build the feature tables,
+    apply, backfill the live views' history (`skewless stream backfill`), then train and score both ways.
+    """
+    from skewless import features, lake
+    from skewless.core.config import PROJECT_ROOT, commit_sources
+    from skewless.drills import fresh_model
+    from skewless.lake import events
+    from skewless.lake import ingest as ingest_stage
+    from skewless.ops import feast_ops
+
+    def go():
+        typer.echo(str(ingest_stage.ingest([source] if source else commit_sources())), err=True)
+        for r in features.build(lake.newest_commit_day()):
+            typer.echo(str(r), err=True)
+        feast_ops.apply()
+        typer.echo(f"backfilled {events.backfill()} commit version(s)", err=True)
+        return fresh_model.run_fresh_model(out or PROJECT_ROOT / "reports", cutoff=cutoff)
+
+    result = run(go)
+    typer.echo(result.markdown.read_text())
+    typer.echo(f"wrote {result.markdown} and {result.png}")
+
+
 @drills_app.command("skew")
 def drills_skew(
     source: Annotated[Optional[Path], typer.Option(

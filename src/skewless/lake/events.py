@@ -234,3 +234,58 @@ def read_versions(p: Profile | None = None, repos: Sequence[str] | None = None) 
     scan = table.scan(row_filter=In("repo", list(repos))) if repos else table.scan()
     return scan.to_arrow().cast(EVENTS_ARROW_SCHEMA)
 
+
+
+BACKFILL_SOURCE = "backfill"
+
+
+def backfill(p: Profile | None = None) -> int:
+    """Give every commit of ``abukix.commits`` that has no version yet an ``add`` version, so the live views know
+    the history that came in by batch ingest (``skewless stream backfill``). Returns the number of versions written.
+
+    The lake does not record when a batch-ingested commit became known, so a backfilled version is stamped as known
+    (and arrived) at its ``committed_at``: windows evaluated as of T then count every commit committed before T, the
+    same rule the daily views apply at their day boundaries. Backfilled versions take negative sequence numbers
+    (below any stored one), so they never collide with the event log's (which start at 1); ``source`` is
+    ``backfill``. Running it again writes only the commits that still have no version (one Iceberg commit).
+    """
+    import pyarrow.compute as pc
+
+    p = p or profile()
+    commits = lake.commits_table(p, create=True)
+    if commits.current_snapshot() is None:
+        return 0
+    events = events_table(p)
+    have = events.scan(selected_fields=("repo", "sha", "seq")).to_arrow() if events.current_snapshot() else None
+    rows = commits.scan().to_arrow().cast(lake.COMMITS_ARROW_SCHEMA)
+    if have is not None and have.num_rows:
+        known = pc.binary_join_element_wise(have["repo"], have["sha"], "\x00")
+        mask = pc.invert(pc.is_in(pc.binary_join_element_wise(rows["repo"], rows["sha"], "\x00"), value_set=known))
+        rows = rows.filter(mask)
+        low = min(pc.min(have["seq"]).as_py(), 0)
+    else:
+        low = 0
+    if not rows.num_rows:
+        return 0
+    rows = rows.sort_by([("committed_at", "ascending"), ("repo", "ascending"), ("sha", "ascending")])
+    n = rows.num_rows
+    stamp = rows["committed_at"].cast(_UTC_US)
+    cols = {f.name: rows[f.name] for f in lake.COMMITS_ARROW_SCHEMA}
+    cols.update({
+        "kind": pa.array(["add"] * n, pa.string()),
+        "arrived_at": stamp, "known_at": stamp,
+        "seq": pa.array(range(low - 1, low - 1 - n, -1), pa.int64()),
+        "event_id": pc.binary_join_element_wise(pa.array([BACKFILL_SOURCE] * n, pa.string()), rows["repo"],
+                                                rows["sha"], ":"),
+        "source": pa.array([BACKFILL_SOURCE] * n, pa.string()),
+    })
+    table = pa.table({f.name: cols[f.name] for f in EVENTS_ARROW_SCHEMA}, schema=EVENTS_ARROW_SCHEMA)
+    from pyiceberg.exceptions import CommitFailedException
+
+    try:
+        events.append(table, snapshot_properties={"skewless.operation": BACKFILL_SOURCE,
+                                                  "skewless.events": str(n)})
+    except CommitFailedException as e:  # a processor landed meanwhile: nothing was written, a rerun completes
+        raise lake.LakeError(f"backfill of {COMMIT_EVENTS_TABLE} met a concurrent commit ({e}); nothing was "
+                             "written: run it again") from None
+    return n
