@@ -33,7 +33,11 @@ def _plant(tree: Path, relpath: str, old: str, new: str) -> None:
 
 
 # Planted changes, each in its own copy of the project tree: (file, old text, new text), applied in order.
-RENAME = [("src/skewless/features/definitions.py", 'Feature("commits_last_7d"', 'Feature("commits_7d"')]
+DEFS = "src/skewless/features/definitions.py"
+#: The text of next_week_commits_v1's feature list in the definitions (ADR 0020: the list is written there, once).
+V1_LIST = '("commits_last_7d", "commits_last_30d", "active_authors_last_30d"'
+RENAME = [(DEFS, 'Feature("commits_last_7d"', 'Feature("commits_7d"'),
+          (DEFS, V1_LIST, V1_LIST.replace('"commits_last_7d"', '"commits_7d"'))]
 RETYPE = [
     ("feature_repo/repo_features.py", "    schema=fields_of(REPO_ACTIVITY),",
      "    schema=[Field(name=f.name, dtype=Float64 if f.name == 'commits_last_30d' else f.dtype)\n"
@@ -50,14 +54,30 @@ V2 = [  # the documented path: v1 keeps its features, the new service leaves one
      "    owner=\"ml@skewless.dev\",\n"
      ")\n\nauthor_profile_v1 = FeatureService("),
 ]
-UNRELATED = [  # author_profile_v1 declares no model: a feature added to (and one dropped from) its view
-    ("feature_repo/author_features.py", "    schema=fields_of(AUTHOR_ACTIVITY),",
-     "    schema=[f for f in fields_of(AUTHOR_ACTIVITY) if f.name != 'weekly_streak']\n"
-     "    + [Field(name='commits_last_year', dtype=Int64)],"),
-    ("feature_repo/author_features.py", "from feast import FeatureView",
-     "from feast import FeatureView, Field\nfrom feast.types import Int64"),
+UNRELATED = [  # author_profile_v1 declares no model: a feature added to (and one dropped from) its list
+    (DEFS, '        Feature("commits_total", pa.int64(),',
+     '        Feature("commits_last_year", pa.int64(), "commits in [D-365d, D)"),\n'
+     '        Feature("commits_total", pa.int64(),'),
+    (DEFS, '("commits_total", "langs_used", "weekly_streak")', '("commits_total", "langs_used", "commits_last_year")'),
 ]
-SCENARIOS = {"base": [], "rename": RENAME, "retype": RETYPE, "v2": V2, "unrelated": UNRELATED}
+NEW_FEATURE = [  # README "Adding a feature": a feature in the view's definitions, and a v2 service that lists it
+    (DEFS, '        Feature("days_since_last_commit", pa.float64(),',
+     '        Feature("commits_last_14d", pa.int64(), "commits with committed_at in [D-14d, D)"),\n'
+     '        Feature("days_since_last_commit", pa.float64(),'),
+    (DEFS, "\nSERVICES: tuple[ServiceFeatures, ...] = (",
+     '\nNEXT_WEEK_COMMITS_V2 = ServiceFeatures("next_week_commits_v2", (\n'
+     '    (REPO_ACTIVITY, ("commits_last_7d", "commits_last_14d", "commits_last_30d")),\n))\n'
+     "SERVICES: tuple[ServiceFeatures, ...] = (NEXT_WEEK_COMMITS_V2, "),
+    ("feature_repo/feature_services.py", "\nauthor_profile_v1 = FeatureService(",
+     "\nfrom skewless.features.definitions import NEXT_WEEK_COMMITS_V2\n\n"
+     "next_week_commits_v2 = FeatureService(\n"
+     "    name=NEXT_WEEK_COMMITS_V2.name,\n"
+     "    features=projections(NEXT_WEEK_COMMITS_V2, repo_activity_fv),\n"
+     "    owner=\"ml@skewless.dev\",\n"
+     ")\n\nauthor_profile_v1 = FeatureService("),
+]
+SCENARIOS = {"base": [], "rename": RENAME, "retype": RETYPE, "v2": V2, "unrelated": UNRELATED,
+             "new_feature": NEW_FEATURE}
 
 
 @pytest.fixture(scope="module")
@@ -107,6 +127,26 @@ def test_a_v2_service_carrying_the_change_passes(defs):
     result = _evaluate(defs, "v2")
     assert result.ok, result.report()
     assert any("new service next_week_commits_v2" in n for n in result.notes)
+
+
+def test_adding_a_feature_to_a_view_leaves_the_services_of_models_unchanged(defs):
+    # ADR 0020: next_week_commits_v1 lists its features; the view's new feature joins only the service listing it.
+    base, head = defs["base"], defs["new_feature"]
+    assert head[SERVICE].features == base[SERVICE].features
+    v2 = head["next_week_commits_v2"].features
+    assert set(v2) == {"repo_activity:commits_last_7d", "repo_activity:commits_last_14d",
+                       "repo_activity:commits_last_30d"} and v2["repo_activity:commits_last_14d"] == "Int64"
+    result = _evaluate(defs, "new_feature")
+    assert result.ok and not any(f"{SERVICE} gains" in n for n in result.notes), result.report()
+
+
+def test_a_service_cannot_list_a_feature_its_view_lacks():
+    from skewless.features.definitions import REPO_ACTIVITY, ServiceFeatures
+
+    with pytest.raises(ValueError, match="lists commits_last_99d, which view repo_activity does not define"):
+        ServiceFeatures("s_v1", ((REPO_ACTIVITY, ("commits_last_7d", "commits_last_99d")),))
+    with pytest.raises(ValueError, match="lists commits_last_7d twice"):
+        ServiceFeatures("s_v1", ((REPO_ACTIVITY, ("commits_last_7d", "commits_last_7d")),))
 
 
 def test_changing_a_service_no_model_uses_passes(defs):
@@ -176,6 +216,8 @@ def test_guard_from_a_clone_prints_the_plan_and_fails_on_a_removed_feature(tmp_p
     repo = _git_repo(tmp_path / "repo")
     _plant(repo, "feature_repo/repo_features.py", "    schema=fields_of(REPO_ACTIVITY),",
            "    schema=[f for f in fields_of(REPO_ACTIVITY) if f.name != 'days_since_last_commit'],")
+    _plant(repo, DEFS, '"mean_files_per_commit_last_30d", "days_since_last_commit")),',
+           '"mean_files_per_commit_last_30d")),')
     _git(repo, "commit", "-q", "-am", "drop a feature")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SKEWLESS_", "FEAST_", "MLFLOW_"))}
     env.update({"PYTHONPATH": str(repo / "src"), "SKEWLESS_HOME": str(tmp_path / "home")})
