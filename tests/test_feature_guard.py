@@ -250,3 +250,76 @@ def test_guard_refuses_an_unknown_revision(tmp_path):
 def test_guard_names_a_directory_that_is_no_git_checkout(tmp_path):
     with pytest.raises(fg.GuardError, match="not a git checkout"):
         fg.run("HEAD~1", root=_copy_tree(tmp_path / "plain"), use_registry=False, echo=lambda _: None)
+
+
+# --- what registered model versions were trained on, against the working tree (ADR 0020) ---------------------------
+
+def _register(home: Path, service: str, features: dict[str, str]) -> str:
+    """A next_week_commits version tagged as training tags one: its service and its exact feature list."""
+    from mlflow.tracking import MlflowClient
+
+    from skewless.core import mlflow_home
+    from skewless.core.config import FEATURE_SERVICE_TAG, FEATURES_TAG, profile
+
+    uri = profile().mlflow_tracking_uri
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    if not client.search_registered_models("name = 'next_week_commits'"):
+        client.create_registered_model("next_week_commits")
+    mv = client.create_model_version("next_week_commits", source=(home / "model").as_uri(), tags={
+        FEATURE_SERVICE_TAG: service, FEATURES_TAG: mlflow_home.features_tag(features)})
+    return str(mv.version)
+
+
+def test_a_version_trained_on_uncommitted_definitions_fails_the_guard_once_they_are_gone(tmp_path, home):
+    # The issue's case: a version is trained on definitions that were never committed (a new feature and the v2
+    # service listing it); they are then stashed. The git comparison sees no change (HEAD -> working tree), but
+    # the guard reads what the version was trained on from MLflow and names the version and what it lost.
+    repo = _git_repo(tmp_path / "repo")
+    for change in NEW_FEATURE:
+        _plant(repo, *change)
+    [head] = fg.definitions(repo)
+    trained_on = dict(head["next_week_commits_v2"].features)
+    assert "repo_activity:commits_last_14d" in trained_on
+    version = _register(home, "next_week_commits_v2", trained_on)
+
+    printed: list[str] = []
+    assert fg.run("HEAD", root=repo, echo=printed.append).ok, "\n".join(printed)  # the definitions are there
+
+    _git(repo, "stash")  # the uncommitted definitions are gone from the working tree
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SKEWLESS_", "FEAST_", "MLFLOW_"))}
+    env.update({"PYTHONPATH": str(repo / "src"), "SKEWLESS_HOME": str(home)})
+    proc = subprocess.run([sys.executable, "-m", "skewless.cli", "guard", "--base", "HEAD"], cwd=repo, env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert (f"BREAKING: registered model next_week_commits version {version}: service next_week_commits_v2 is not "
+            "defined in the working tree") in proc.stdout
+    assert "repo_activity:commits_last_14d" in proc.stdout and "FEATURE GUARD FAILED" in proc.stdout
+
+    # Without any base revision (a history of one commit), the registered versions are still checked.
+    printed.clear()
+    outcome = fg.run("HEAD~1", root=repo, echo=printed.append)
+    assert outcome.skipped and "registered model versions only" in outcome.skipped
+    assert not outcome.ok and [v.version for v in outcome.result.violations] == [
+        f"registered model next_week_commits version {version}"]
+
+
+def test_a_version_whose_features_left_its_service_fails_even_when_git_sees_no_change(defs, home):
+    # Before ADR 0020 next_week_commits_v1 selected its whole view: a version trained while it had grown a feature
+    # (commits_last_14d) was tagged with v1. The base and the working tree agree (no git change): main printed
+    # FEATURE GUARD OK. The version's recorded features say what it needs.
+    base = defs["base"]
+    grown = {**base[SERVICE].features, "repo_activity:commits_last_14d": "Int64"}
+    version = _register(home, SERVICE, grown)
+    retyped = _register(home, SERVICE, {**base[SERVICE].features, "repo_activity:commits_last_30d": "Float64"})
+    result = fg.evaluate(base, base)
+    assert not result.ok
+    assert [(v.version, v.feature) for v in result.violations] == [
+        (f"registered model next_week_commits version {version}", "repo_activity:commits_last_14d"),
+        (f"registered model next_week_commits version {retyped}", "repo_activity:commits_last_30d")]
+    assert "no longer exists in the working tree's definitions" in str(result.violations[0])
+    assert "retyped from Float64 (what the version was trained on) to Int64" in str(result.violations[1])
+    report = result.report()
+    assert f"registered model next_week_commits version {version}: feature repo_activity:commits_last_14d" in report
+    # a version that recorded exactly v1's features passes
+    _register(home, SERVICE, dict(base[SERVICE].features))
+    assert len(fg.evaluate(base, base).violations) == 2
