@@ -60,6 +60,7 @@ from serving.feature_log import FeatureLog
 from serving.metrics import metrics
 from serving.trees import compile_regressor, probe_rows
 from skewless.ops import online
+from skewless.core import mlflow_home
 from skewless.core.config import FEATURE_SERVICE_TAG, NEXT_WEEK_COMMITS_MODEL, Profile, profile
 from skewless.core.errors import SkewlessError
 
@@ -280,6 +281,19 @@ class NextWeekCommitsPredictor(kserve.Model):
                            "in the Feast registry; run `skewless apply`") from None
         except Exception as e:  # registry unreachable or unreadable
             raise NotReady(f"Feast registry unavailable: {type(e).__name__}: {e}") from None
+        try:
+            recorded = mlflow_home.recorded_features(mv.tags)
+        except ValueError as e:
+            raise NotReady(f"model {self.name!r} version {mv.version}: {e}") from None
+        if recorded is not None:  # ADR 0020: the service must still serve what the version was trained on
+            served = {f"{p.name_to_use()}:{f.name}": str(f.dtype)
+                      for p in service.feature_view_projections for f in p.features}
+            changed = [f"{ref} ({typ}, now {served[ref] if ref in served else 'absent'})"
+                       for ref, typ in recorded.items() if served.get(ref) != typ]
+            if changed:
+                raise NotReady(f"feature service {fs_name!r} no longer serves what model {self.name!r} version "
+                               f"{mv.version} was trained on: {', '.join(changed)}; serve another version or restore "
+                               "the service (`skewless guard` names such changes)")
         names, keys = [], set()
         for proj in service.feature_view_projections:
             fv = self.store.get_feature_view(proj.name)
@@ -323,8 +337,6 @@ class NextWeekCommitsPredictor(kserve.Model):
     def _model_version(self):
         from mlflow import MlflowClient
         from mlflow.exceptions import MlflowException
-
-        from skewless.core import mlflow_home
 
         uri = self.p.mlflow_tracking_uri
         spec = self.model_version_spec

@@ -6,9 +6,11 @@ sample (``SCHEMA``), ``cases`` a list of ``(entity, T, expected)``:
 - ``entity`` is a repository name (contains ``/``; join key ``repo``, view ``repo_activity``) or an author id
   (starts with ``a_``; join key ``author_id``, view ``author_activity``): see :func:`view_of`.
 - ``T`` is a tz-aware UTC ``pandas.Timestamp``.
-- ``expected`` is the dict of every feature of that view, computed BY HAND and written here as literals (arithmetic
-  spelled out in comments), or ``None`` when the entity has no commit strictly before D (no row: Feast answers
-  null). These literals test the reference implementation as well as the pipeline.
+- ``expected`` is a dict of features of that view by name (``repo_row(commits_last_7d=1, ...)``), computed BY HAND
+  and written here as literals (arithmetic spelled out in comments), or ``None`` when the entity has no commit
+  strictly before D (no row: Feast answers null). Tests compare feature by feature the features a case names; every
+  feature is named in every builder of its view (``test_reference``). These literals test the reference
+  implementation as well as the pipeline.
 
 Builders use disjoint repositories and author ids, so :func:`all_cases` can concatenate every table into one and
 ingest it once.
@@ -22,10 +24,12 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import pandas as pd
 import pyarrow as pa
+
+import reference
 
 #: Identical to the schema of src/skewless/data/sample_commits.parquet (checked by a test).
 SCHEMA = pa.schema(
@@ -66,19 +70,27 @@ def join_key_of(entity: str) -> str:
     return "author_id" if entity.startswith("a_") else "repo"
 
 
-def repo_row(c7: int, c30: int, authors30: int, lines7: int, mean30: float | None, days: float | None) -> dict:
-    return {
-        "commits_last_7d": c7,
-        "commits_last_30d": c30,
-        "active_authors_last_30d": authors30,
-        "lines_changed_last_7d": lines7,
-        "mean_files_per_commit_last_30d": mean30,
-        "days_since_last_commit": days,
-    }
+def _row(view: str, values: Mapping[str, Any] | None, named: Mapping[str, Any]) -> dict:
+    """Expected values of a case, keyed by feature name: only the named features are checked (per feature)."""
+    row = {**(values or {}), **named}
+    known = reference.VIEWS[view][1]
+    unknown = sorted(set(row) - set(known))
+    if unknown:
+        raise ValueError(f"{', '.join(unknown)}: not a feature of {view} (its features: {', '.join(known)})")
+    if not row:
+        raise ValueError(f"an expected {view} row names no feature")
+    return row
 
 
-def author_row(total: int, langs: int, streak: int) -> dict:
-    return {"commits_total": total, "langs_used": langs, "weekly_streak": streak}
+def repo_row(values: Mapping[str, Any] | None = None, /, **named: Any) -> dict:
+    """Expected ``repo_activity`` values by feature name (keywords, or a dict): a new feature is one more keyword
+    in the cases that check it; ``test_reference`` requires every feature to be checked in every builder."""
+    return _row(reference.REPO_VIEW, values, named)
+
+
+def author_row(values: Mapping[str, Any] | None = None, /, **named: Any) -> dict:
+    """Expected ``author_activity`` values by feature name (keywords, or a dict)."""
+    return _row(reference.AUTHOR_VIEW, values, named)
 
 
 class _Table:
@@ -140,28 +152,48 @@ def window_edges() -> Built:
     cases: list[Case] = [
         # D=03-15: 7d [03-08, 03-15) = {c1}: lines 10+5. 30d [02-14, 03-15) = {c1,c2,c4}: authors a1,a2,a3,
         # mean (2+4+8)/3. Last before D: c1 at 03-08 00:00 -> 7 days. c3 (00:00 on D) is not counted.
-        (r, T("2024-03-15 00:00:00"), repo_row(1, 3, 3, 15, 14 / 3, 7.0)),
-        (r, T("2024-03-15 23:59:59.999999"), repo_row(1, 3, 3, 15, 14 / 3, 7.0)),
+        (r, T("2024-03-15 00:00:00"), repo_row(
+            commits_last_7d=1, commits_last_30d=3, active_authors_last_30d=3, lines_changed_last_7d=15,
+            mean_files_per_commit_last_30d=14 / 3, days_since_last_commit=7.0)),
+        (r, T("2024-03-15 23:59:59.999999"), repo_row(
+            commits_last_7d=1, commits_last_30d=3, active_authors_last_30d=3, lines_changed_last_7d=15,
+            mean_files_per_commit_last_30d=14 / 3, days_since_last_commit=7.0)),
         # D=03-14: 7d [03-07, 03-14) = {c1,c2}: lines 15+100. 30d [02-13, 03-14) = all but c3:
         # authors a1..a4, mean (2+4+8+10)/4 = 6. Last: c1 -> 6 days.
-        (r, T("2024-03-14 12:00:00"), repo_row(2, 4, 4, 115, 6.0, 6.0)),
+        (r, T("2024-03-14 12:00:00"), repo_row(
+            commits_last_7d=2, commits_last_30d=4, active_authors_last_30d=4, lines_changed_last_7d=115,
+            mean_files_per_commit_last_30d=6.0, days_since_last_commit=6.0)),
         # D=03-16: 7d [03-09, 03-16) = {c3}: lines 2000. 30d [02-15, 03-16) = {c1,c2,c3}: a1,a2; mean 12/3.
-        (r, T("2024-03-16 00:00:00"), repo_row(1, 3, 2, 2000, 4.0, 1.0)),
+        (r, T("2024-03-16 00:00:00"), repo_row(
+            commits_last_7d=1, commits_last_30d=3, active_authors_last_30d=2, lines_changed_last_7d=2000,
+            mean_files_per_commit_last_30d=4.0, days_since_last_commit=1.0)),
         # D=03-22: 7d [03-15, 03-22) = {c3} (c3 exactly at D - 7d is IN). 30d [02-21, 03-22) = {c1,c2,c3}.
-        (r, T("2024-03-22 00:00:00"), repo_row(1, 3, 2, 2000, 4.0, 7.0)),
+        (r, T("2024-03-22 00:00:00"), repo_row(
+            commits_last_7d=1, commits_last_30d=3, active_authors_last_30d=2, lines_changed_last_7d=2000,
+            mean_files_per_commit_last_30d=4.0, days_since_last_commit=7.0)),
         # D=03-23: 7d [03-16, 03-23) empty -> 0 (not null). 30d [02-22, 03-23) = {c1,c2,c3}. Last c3 -> 8 days.
-        (r, T("2024-03-23 06:00:00"), repo_row(0, 3, 2, 0, 4.0, 8.0)),
+        (r, T("2024-03-23 06:00:00"), repo_row(
+            commits_last_7d=0, commits_last_30d=3, active_authors_last_30d=2, lines_changed_last_7d=0,
+            mean_files_per_commit_last_30d=4.0, days_since_last_commit=8.0)),
         # D=04-07: 30d [03-08, 04-07) = {c1, c3}: a1 only, mean (2+6)/2. 7d empty. Last c3 -> 23 days.
-        (r, T("2024-04-07 00:00:00"), repo_row(0, 2, 1, 0, 4.0, 23.0)),
+        (r, T("2024-04-07 00:00:00"), repo_row(
+            commits_last_7d=0, commits_last_30d=2, active_authors_last_30d=1, lines_changed_last_7d=0,
+            mean_files_per_commit_last_30d=4.0, days_since_last_commit=23.0)),
         # D=04-08: 30d [03-09, 04-08) = {c3}. 24 days.
-        (r, T("2024-04-08 00:00:00"), repo_row(0, 1, 1, 0, 6.0, 24.0)),
+        (r, T("2024-04-08 00:00:00"), repo_row(
+            commits_last_7d=0, commits_last_30d=1, active_authors_last_30d=1, lines_changed_last_7d=0,
+            mean_files_per_commit_last_30d=6.0, days_since_last_commit=24.0)),
         # D=04-15: 30d [03-16, 04-15) empty -> counts 0, mean null, days_since 31.
-        (r, T("2024-04-15 00:00:00"), repo_row(0, 0, 0, 0, None, 31.0)),
+        (r, T("2024-04-15 00:00:00"), repo_row(
+            commits_last_7d=0, commits_last_30d=0, active_authors_last_30d=0, lines_changed_last_7d=0,
+            mean_files_per_commit_last_30d=None, days_since_last_commit=31.0)),
         # First commit c5 at 02-13 23:59:59: as of D=02-13 nothing is strictly before D -> no row.
         (r, T("2024-02-13 23:59:59.999999"), None),
         (r, T("2024-02-13 00:00:00"), None),
         # D=02-14: {c5} only (c4 is at D). days_since = 1 second.
-        (r, T("2024-02-14 00:00:00"), repo_row(1, 1, 1, 6, 10.0, 1 / 86400)),
+        (r, T("2024-02-14 00:00:00"), repo_row(
+            commits_last_7d=1, commits_last_30d=1, active_authors_last_30d=1, lines_changed_last_7d=6,
+            mean_files_per_commit_last_30d=10.0, days_since_last_commit=1 / 86400)),
     ]
     return t.table(), cases
 
@@ -177,29 +209,43 @@ def inactivity() -> Built:
     cases: list[Case] = [
         (r, T("2020-01-01 23:00:00"), None),
         # D=2020-01-02: {c1}; days_since 01-02 00:00 - 01-01 06:00 = 18 h = 0.75.
-        (r, T("2020-01-02 10:00:00"), repo_row(1, 1, 1, 7, 3.0, 0.75)),
+        (r, T("2020-01-02 10:00:00"), repo_row(
+            commits_last_7d=1, commits_last_30d=1, active_authors_last_30d=1, lines_changed_last_7d=7,
+            mean_files_per_commit_last_30d=3.0, days_since_last_commit=0.75)),
         # D=2020-01-03: {c1, c2}; lines 7 + 0; mean over non-merges = c1 only = 3; 01-03 - 01-02 18:00 = 0.25.
-        (r, T("2020-01-03 00:00:00"), repo_row(2, 2, 2, 7, 3.0, 0.25)),
+        (r, T("2020-01-03 00:00:00"), repo_row(
+            commits_last_7d=2, commits_last_30d=2, active_authors_last_30d=2, lines_changed_last_7d=7,
+            mean_files_per_commit_last_30d=3.0, days_since_last_commit=0.25)),
         # D=2020-02-01: 30d [01-02, 02-01) = {c2} (merge only): mean null; 7d empty. 30 - 0.75 = 29.25 days.
-        (r, T("2020-02-01 00:00:00"), repo_row(0, 1, 1, 0, None, 29.25)),
+        (r, T("2020-02-01 00:00:00"), repo_row(
+            commits_last_7d=0, commits_last_30d=1, active_authors_last_30d=1, lines_changed_last_7d=0,
+            mean_files_per_commit_last_30d=None, days_since_last_commit=29.25)),
         # D=2021-02-05: 2020-01-02 18:00 -> 2021-01-02 18:00 = 366 days (2020 leap) -> 2021-02-02 18:00 = 397
         # -> 2021-02-05 00:00 = 399.25 days. All windows empty.
-        (r, T("2021-02-05 00:00:00"), repo_row(0, 0, 0, 0, None, 399.25)),
+        (r, T("2021-02-05 00:00:00"), repo_row(
+            commits_last_7d=0, commits_last_30d=0, active_authors_last_30d=0, lines_changed_last_7d=0,
+            mean_files_per_commit_last_30d=None, days_since_last_commit=399.25)),
         # D=2021-03-01 (c3 at 12:00 that day, not before D): 399.25 + 24 (Feb 2021 has 28 days) = 423.25.
-        (r, T("2021-03-01 12:00:00"), repo_row(0, 0, 0, 0, None, 423.25)),
+        (r, T("2021-03-01 12:00:00"), repo_row(
+            commits_last_7d=0, commits_last_30d=0, active_authors_last_30d=0, lines_changed_last_7d=0,
+            mean_files_per_commit_last_30d=None, days_since_last_commit=423.25)),
         # D=2021-03-02: {c3}; 0.5 days since 03-01 12:00.
-        (r, T("2021-03-02 00:00:00"), repo_row(1, 1, 1, 2, 1.0, 0.5)),
+        (r, T("2021-03-02 00:00:00"), repo_row(
+            commits_last_7d=1, commits_last_30d=1, active_authors_last_30d=1, lines_changed_last_7d=2,
+            mean_files_per_commit_last_30d=1.0, days_since_last_commit=0.5)),
         # D=2023-03-01: 2021-03-01 12:00 -> 2023-03-01 12:00 = 730 days; minus 12 h = 729.5.
-        (r, T("2023-03-01 00:00:00"), repo_row(0, 0, 0, 0, None, 729.5)),
+        (r, T("2023-03-01 00:00:00"), repo_row(
+            commits_last_7d=0, commits_last_30d=0, active_authors_last_30d=0, lines_changed_last_7d=0,
+            mean_files_per_commit_last_30d=None, days_since_last_commit=729.5)),
         # Authors after long inactivity. b1 as of D=2021-02-05 (Fri; M = Mon 02-01): {c1}: Go; week
         # [01-25, 02-01) empty -> streak 0.
-        (b1, T("2021-02-05 00:00:00"), author_row(1, 1, 0)),
+        (b1, T("2021-02-05 00:00:00"), author_row(commits_total=1, langs_used=1, weekly_streak=0)),
         # b2 only has a merge (languages []): 1 commit, 0 languages.
-        (b2, T("2021-02-05 00:00:00"), author_row(1, 0, 0)),
+        (b2, T("2021-02-05 00:00:00"), author_row(commits_total=1, langs_used=0, weekly_streak=0)),
         # b1 as of D=2023-03-01: c1, c3 -> 2 commits, {Go}; streak 0.
-        (b1, T("2023-03-01 00:00:00"), author_row(2, 1, 0)),
+        (b1, T("2023-03-01 00:00:00"), author_row(commits_total=2, langs_used=1, weekly_streak=0)),
         # b1 as of D=2021-03-08 (Mon, M = D): week [03-01, 03-08) holds c3 -> 1; [02-22, 03-01) none.
-        (b1, T("2021-03-08 00:00:00"), author_row(2, 1, 1)),
+        (b1, T("2021-03-08 00:00:00"), author_row(commits_total=2, langs_used=1, weekly_streak=1)),
     ]
     return t.table(), cases
 
@@ -218,24 +264,34 @@ def late_commits() -> Built:
         (r, T("2022-01-15 00:00:00"), None),
         (l1, T("2022-01-15 00:00:00"), None),
         # D=06-10: c2 only (c1 lands at 06:00 on D). 06-10 - 06-09 12:00 = 0.5.
-        (r, T("2022-06-10 00:00:00"), repo_row(1, 1, 1, 10, 1.0, 0.5)),
+        (r, T("2022-06-10 00:00:00"), repo_row(
+            commits_last_7d=1, commits_last_30d=1, active_authors_last_30d=1, lines_changed_last_7d=10,
+            mean_files_per_commit_last_30d=1.0, days_since_last_commit=0.5)),
         # D=06-11: c1, c2: lines 4 + 10, mean (2+1)/2; 06-11 - 06-10 06:00 = 0.75.
-        (r, T("2022-06-11 18:00:00"), repo_row(2, 2, 2, 14, 1.5, 0.75)),
+        (r, T("2022-06-11 18:00:00"), repo_row(
+            commits_last_7d=2, commits_last_30d=2, active_authors_last_30d=2, lines_changed_last_7d=14,
+            mean_files_per_commit_last_30d=1.5, days_since_last_commit=0.75)),
         # D=06-17: 7d [06-10, 06-17) = {c1}; 30d both. 6.75 days.
-        (r, T("2022-06-17 00:00:00"), repo_row(1, 2, 2, 4, 1.5, 6.75)),
+        (r, T("2022-06-17 00:00:00"), repo_row(
+            commits_last_7d=1, commits_last_30d=2, active_authors_last_30d=2, lines_changed_last_7d=4,
+            mean_files_per_commit_last_30d=1.5, days_since_last_commit=6.75)),
         # D=07-10: 30d [06-10, 07-10) = {c1} (06:00 >= 00:00). 30 - 0.25 = 29.75.
-        (r, T("2022-07-10 00:00:00"), repo_row(0, 1, 1, 0, 2.0, 29.75)),
+        (r, T("2022-07-10 00:00:00"), repo_row(
+            commits_last_7d=0, commits_last_30d=1, active_authors_last_30d=1, lines_changed_last_7d=0,
+            mean_files_per_commit_last_30d=2.0, days_since_last_commit=29.75)),
         # D=07-11: 30d [06-11, 07-11) empty.
-        (r, T("2022-07-11 00:00:00"), repo_row(0, 0, 0, 0, None, 30.75)),
+        (r, T("2022-07-11 00:00:00"), repo_row(
+            commits_last_7d=0, commits_last_30d=0, active_authors_last_30d=0, lines_changed_last_7d=0,
+            mean_files_per_commit_last_30d=None, days_since_last_commit=30.75)),
         # l1 as of D=06-11 (Sat; M = Mon 06-06): c1 {Rust}; week [05-30, 06-06) empty -> 0 (it was authored in
         # Dec/Jan weeks, which do not count).
-        (l1, T("2022-06-11 00:00:00"), author_row(1, 1, 0)),
+        (l1, T("2022-06-11 00:00:00"), author_row(commits_total=1, langs_used=1, weekly_streak=0)),
         # l1 as of D=06-13 (Mon, M = D): week [06-06, 06-13) has c1 -> 1; [05-30, 06-06) none.
-        (l1, T("2022-06-13 00:00:00"), author_row(1, 1, 1)),
+        (l1, T("2022-06-13 00:00:00"), author_row(commits_total=1, langs_used=1, weekly_streak=1)),
         # l2 as of D=06-13: c2 (committed 06-09, in week [06-06, 06-13)) -> 1.
-        (l2, T("2022-06-13 00:00:00"), author_row(1, 1, 1)),
+        (l2, T("2022-06-13 00:00:00"), author_row(commits_total=1, langs_used=1, weekly_streak=1)),
         # l2 as of D=06-10 (Fri, M = 06-06): c2 is in the current partial week, not counted -> 0.
-        (l2, T("2022-06-10 00:00:00"), author_row(1, 1, 0)),
+        (l2, T("2022-06-10 00:00:00"), author_row(commits_total=1, langs_used=1, weekly_streak=0)),
     ]
     return t.table(), cases
 
@@ -252,19 +308,29 @@ def merges() -> Built:
     t.add(ro, m3, "2023-05-01 10:00:00", merge=True, files=0, added=0, deleted=0, langs=[])  # only a merge
     cases: list[Case] = [
         # D=05-02: {c1, c2}: lines 25, mean (4+0)/2 = 2; 05-02 - 05-01 12:00 = 0.5.
-        (r, T("2023-05-02 00:00:00"), repo_row(2, 2, 2, 25, 2.0, 0.5)),
+        (r, T("2023-05-02 00:00:00"), repo_row(
+            commits_last_7d=2, commits_last_30d=2, active_authors_last_30d=2, lines_changed_last_7d=25,
+            mean_files_per_commit_last_30d=2.0, days_since_last_commit=0.5)),
         # D=05-04: all four; mean still over c1, c2 only = 2; 05-04 - 05-03 10:00 = 14 h = 7/12 days.
-        (r, T("2023-05-04 00:00:00"), repo_row(4, 4, 2, 25, 2.0, 7 / 12)),
+        (r, T("2023-05-04 00:00:00"), repo_row(
+            commits_last_7d=4, commits_last_30d=4, active_authors_last_30d=2, lines_changed_last_7d=25,
+            mean_files_per_commit_last_30d=2.0, days_since_last_commit=7 / 12)),
         # D=05-31: 30d [05-01, 05-31) all four; 7d empty. 27 days + 14 h.
-        (r, T("2023-05-31 00:00:00"), repo_row(0, 4, 2, 0, 2.0, 27 + 7 / 12)),
+        (r, T("2023-05-31 00:00:00"), repo_row(
+            commits_last_7d=0, commits_last_30d=4, active_authors_last_30d=2, lines_changed_last_7d=0,
+            mean_files_per_commit_last_30d=2.0, days_since_last_commit=27 + 7 / 12)),
         # D=06-01: 30d [05-02, 06-01) = {c3, c4} merges only: 2 commits, 2 authors, mean null.
-        (r, T("2023-06-01 00:00:00"), repo_row(0, 2, 2, 0, None, 28 + 7 / 12)),
+        (r, T("2023-06-01 00:00:00"), repo_row(
+            commits_last_7d=0, commits_last_30d=2, active_authors_last_30d=2, lines_changed_last_7d=0,
+            mean_files_per_commit_last_30d=None, days_since_last_commit=28 + 7 / 12)),
         # Merge-only repo as of D=05-02: 1 commit, 0 lines, mean null, 14 h.
-        (ro, T("2023-05-02 00:00:00"), repo_row(1, 1, 1, 0, None, 7 / 12)),
+        (ro, T("2023-05-02 00:00:00"), repo_row(
+            commits_last_7d=1, commits_last_30d=1, active_authors_last_30d=1, lines_changed_last_7d=0,
+            mean_files_per_commit_last_30d=None, days_since_last_commit=7 / 12)),
         # m1 as of D=05-08 (Mon): c1 (Markdown, Python), c3 merge -> 2 commits, 2 langs; week [05-01, 05-08) -> 1.
-        (m1, T("2023-05-08 00:00:00"), author_row(2, 2, 1)),
+        (m1, T("2023-05-08 00:00:00"), author_row(commits_total=2, langs_used=2, weekly_streak=1)),
         # m2: empty commit + merge: 2 commits, no languages.
-        (m2, T("2023-05-08 00:00:00"), author_row(2, 0, 1)),
+        (m2, T("2023-05-08 00:00:00"), author_row(commits_total=2, langs_used=0, weekly_streak=1)),
     ]
     return t.table(), cases
 
@@ -283,17 +349,21 @@ def multi_repo_authors() -> Built:
     cases: list[Case] = [
         # x1 as of D=01-07 (Sun; M = Mon 01-01): 5 commits over both repos; {Python, Go, Markdown, YAML};
         # week [12-25, 01-01) empty -> 0.
-        (x1, T("2024-01-07 00:00:00"), author_row(5, 4, 0)),
+        (x1, T("2024-01-07 00:00:00"), author_row(commits_total=5, langs_used=4, weekly_streak=0)),
         # x1 as of D=01-08 (Mon, M = D): week [01-01, 01-08) active -> 1.
-        (x1, T("2024-01-08 00:00:00"), author_row(5, 4, 1)),
+        (x1, T("2024-01-08 00:00:00"), author_row(commits_total=5, langs_used=4, weekly_streak=1)),
         # x1 as of D=01-03: only the multi-a commit of 01-02: {Python} (Other excluded).
-        (x1, T("2024-01-03 00:00:00"), author_row(1, 1, 0)),
+        (x1, T("2024-01-03 00:00:00"), author_row(commits_total=1, langs_used=1, weekly_streak=0)),
         # x2: a single commit touching only "Other" files -> 0 languages.
-        (x2, T("2024-01-08 00:00:00"), author_row(1, 0, 1)),
+        (x2, T("2024-01-08 00:00:00"), author_row(commits_total=1, langs_used=0, weekly_streak=1)),
         # multi-a as of D=01-07: 4 commits (x1 x3, x2); lines 2+2+3+8 = 15; mean (2+1+1+3)/4; 15 h = 0.625.
-        (ra, T("2024-01-07 00:00:00"), repo_row(4, 4, 2, 15, 1.75, 0.625)),
+        (ra, T("2024-01-07 00:00:00"), repo_row(
+            commits_last_7d=4, commits_last_30d=4, active_authors_last_30d=2, lines_changed_last_7d=15,
+            mean_files_per_commit_last_30d=1.75, days_since_last_commit=0.625)),
         # multi-b as of D=01-07: x1's commit + merge; lines 10; mean 2/1; 01-07 - 01-04 09:00 = 2 d 15 h.
-        (rb, T("2024-01-07 00:00:00"), repo_row(2, 2, 1, 10, 2.0, 2.625)),
+        (rb, T("2024-01-07 00:00:00"), repo_row(
+            commits_last_7d=2, commits_last_30d=2, active_authors_last_30d=1, lines_changed_last_7d=10,
+            mean_files_per_commit_last_30d=2.0, days_since_last_commit=2.625)),
     ]
     return t.table(), cases
 
@@ -313,39 +383,43 @@ def week_boundaries() -> Built:
     cases: list[Case] = [
         (w, T("2024-01-07 23:59:59.999999"), None),  # k1 is on D=01-07, not before it
         # D=01-08 Mon (M = D): [01-01, 01-08) has k1 -> 1; k2 (00:00 on D) not before D. {Python}.
-        (w, T("2024-01-08 00:00:00"), author_row(1, 1, 1)),
+        (w, T("2024-01-08 00:00:00"), author_row(commits_total=1, langs_used=1, weekly_streak=1)),
         # D=01-09 Tue (M = 01-08): first week checked is still [01-01, 01-08) -> 1. k1, k2: {Python, Shell}.
-        (w, T("2024-01-09 00:00:00"), author_row(2, 2, 1)),
+        (w, T("2024-01-09 00:00:00"), author_row(commits_total=2, langs_used=2, weekly_streak=1)),
         # D=01-10 Wed: k2 sits in the current partial week [01-08, 01-10): not counted -> still 1.
-        (w, T("2024-01-10 08:00:00"), author_row(2, 2, 1)),
+        (w, T("2024-01-10 08:00:00"), author_row(commits_total=2, langs_used=2, weekly_streak=1)),
         # D=01-15 Mon: [01-08, 01-15) k2, [01-01, 01-08) k1, [12-25, 01-01) none -> 2.
-        (w, T("2024-01-15 00:00:00"), author_row(2, 2, 2)),
+        (w, T("2024-01-15 00:00:00"), author_row(commits_total=2, langs_used=2, weekly_streak=2)),
         # D=01-21 Sun 23:59:59.999999 (M = 01-15): same weeks -> 2.
-        (w, T("2024-01-21 23:59:59.999999"), author_row(2, 2, 2)),
+        (w, T("2024-01-21 23:59:59.999999"), author_row(commits_total=2, langs_used=2, weekly_streak=2)),
         # D=01-22 Mon: [01-15, 01-22) k3, then k2's, k1's weeks -> 3.
-        (w, T("2024-01-22 00:00:00"), author_row(3, 2, 3)),
+        (w, T("2024-01-22 00:00:00"), author_row(commits_total=3, langs_used=2, weekly_streak=3)),
         # D=01-23 Tue (M = 01-22): same -> 3.
-        (w, T("2024-01-23 00:00:00"), author_row(3, 2, 3)),
+        (w, T("2024-01-23 00:00:00"), author_row(commits_total=3, langs_used=2, weekly_streak=3)),
         # D=01-29 Mon: [01-22, 01-29) empty -> 0, though earlier weeks are active. k4 is at D (not before).
-        (w, T("2024-01-29 00:00:00"), author_row(3, 2, 0)),
+        (w, T("2024-01-29 00:00:00"), author_row(commits_total=3, langs_used=2, weekly_streak=0)),
         # D=01-30 Tue (M = 01-29): first week [01-22, 01-29) empty -> 0. k4 now before D.
-        (w, T("2024-01-30 12:00:00"), author_row(4, 2, 0)),
+        (w, T("2024-01-30 12:00:00"), author_row(commits_total=4, langs_used=2, weekly_streak=0)),
         # D=02-05 Mon: [01-29, 02-05) k4 -> 1; [01-22, 01-29) gap resets -> 1.
-        (w, T("2024-02-05 00:00:00"), author_row(4, 2, 1)),
+        (w, T("2024-02-05 00:00:00"), author_row(commits_total=4, langs_used=2, weekly_streak=1)),
         # D=02-12 Mon: [02-05, 02-12) k5, [01-29, 02-05) k4, gap -> 2. k6 at D not before it.
-        (w, T("2024-02-12 06:00:00"), author_row(5, 2, 2)),
+        (w, T("2024-02-12 06:00:00"), author_row(commits_total=5, langs_used=2, weekly_streak=2)),
         # D=02-13 Tue: same weeks -> 2; k6 now counted: {Python, Shell, TOML}.
-        (w, T("2024-02-13 00:00:00"), author_row(6, 3, 2)),
+        (w, T("2024-02-13 00:00:00"), author_row(commits_total=6, langs_used=3, weekly_streak=2)),
         # D=02-19 Mon: [02-12, 02-19) k6, k5's, k4's weeks, gap -> 3.
-        (w, T("2024-02-19 00:00:00"), author_row(6, 3, 3)),
+        (w, T("2024-02-19 00:00:00"), author_row(commits_total=6, langs_used=3, weekly_streak=3)),
         # D=02-25 Sun (M = 02-19): [02-12, 02-19) active -> still 3 though [02-19, 02-25) is empty.
-        (w, T("2024-02-25 23:59:59.999999"), author_row(6, 3, 3)),
+        (w, T("2024-02-25 23:59:59.999999"), author_row(commits_total=6, langs_used=3, weekly_streak=3)),
         # D=02-26 Mon: [02-19, 02-26) empty -> 0.
-        (w, T("2024-02-26 00:00:00"), author_row(6, 3, 0)),
+        (w, T("2024-02-26 00:00:00"), author_row(commits_total=6, langs_used=3, weekly_streak=0)),
         # The repo of these commits, D=01-08: 7d [01-01, 01-08) = {k1}; k2 at D is out. 1 s since k1.
-        (r, T("2024-01-08 00:00:00"), repo_row(1, 1, 1, 1, 1.0, 1 / 86400)),
+        (r, T("2024-01-08 00:00:00"), repo_row(
+            commits_last_7d=1, commits_last_30d=1, active_authors_last_30d=1, lines_changed_last_7d=1,
+            mean_files_per_commit_last_30d=1.0, days_since_last_commit=1 / 86400)),
         # D=01-09: {k1, k2}; 1 day since k2.
-        (r, T("2024-01-09 00:00:00"), repo_row(2, 2, 1, 2, 1.0, 1.0)),
+        (r, T("2024-01-09 00:00:00"), repo_row(
+            commits_last_7d=2, commits_last_30d=2, active_authors_last_30d=1, lines_changed_last_7d=2,
+            mean_files_per_commit_last_30d=1.0, days_since_last_commit=1.0)),
     ]
     return t.table(), cases
 
@@ -363,14 +437,14 @@ def languages() -> Built:
     cases: list[Case] = [
         (g, T("2023-03-01 12:00:00"), None),
         # D=03-02 (Thu; M = Mon 02-27): only "Other" -> 0 langs; week [02-20, 02-27) empty -> 0.
-        (g, T("2023-03-02 00:00:00"), author_row(1, 0, 0)),
-        (g, T("2023-03-03 00:00:00"), author_row(2, 1, 0)),  # {Python}
-        (g, T("2023-03-04 00:00:00"), author_row(3, 2, 0)),  # {Python, Rust}
-        (g, T("2023-03-05 00:00:00"), author_row(4, 2, 0)),  # merge adds nothing
+        (g, T("2023-03-02 00:00:00"), author_row(commits_total=1, langs_used=0, weekly_streak=0)),
+        (g, T("2023-03-03 00:00:00"), author_row(commits_total=2, langs_used=1, weekly_streak=0)),  # {Python}
+        (g, T("2023-03-04 00:00:00"), author_row(commits_total=3, langs_used=2, weekly_streak=0)),  # {Python, Rust}
+        (g, T("2023-03-05 00:00:00"), author_row(commits_total=4, langs_used=2, weekly_streak=0)),  # merge adds nothing
         # D=03-06 Mon: 5 commits, {Python, Rust, C, C++}; week [02-27, 03-06) active -> 1.
-        (g, T("2023-03-06 00:00:00"), author_row(5, 4, 1)),
+        (g, T("2023-03-06 00:00:00"), author_row(commits_total=5, langs_used=4, weekly_streak=1)),
         # D=03-13 Mon: week [03-06, 03-13) empty -> 0.
-        (g, T("2023-03-13 00:00:00"), author_row(5, 4, 0)),
+        (g, T("2023-03-13 00:00:00"), author_row(commits_total=5, langs_used=4, weekly_streak=0)),
     ]
     return t.table(), cases
 

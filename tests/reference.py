@@ -33,28 +33,26 @@ import pandas as pd
 REPO_VIEW = "repo_activity"
 AUTHOR_VIEW = "author_activity"
 
-REPO_FEATURES: tuple[str, ...] = (
-    "commits_last_7d",
-    "commits_last_30d",
-    "active_authors_last_30d",
-    "lines_changed_last_7d",
-    "mean_files_per_commit_last_30d",
-    "days_since_last_commit",
-)
-AUTHOR_FEATURES: tuple[str, ...] = ("commits_total", "langs_used", "weekly_streak")
+#: Every feature of a view, once: name -> (pandas dtype, its value in a zero-history row; see empty_history).
+#: A new feature is one line here and its computation in repo_features / author_features.
+REPO_SPEC: dict[str, tuple[str, Any]] = {
+    "commits_last_7d": ("Int64", 0),
+    "commits_last_30d": ("Int64", 0),
+    "active_authors_last_30d": ("Int64", 0),
+    "lines_changed_last_7d": ("Int64", 0),
+    "mean_files_per_commit_last_30d": ("Float64", None),
+    "days_since_last_commit": ("Float64", None),
+}
+AUTHOR_SPEC: dict[str, tuple[str, Any]] = {
+    "commits_total": ("Int64", 0),
+    "langs_used": ("Int64", 0),
+    "weekly_streak": ("Int64", 0),
+}
+REPO_FEATURES: tuple[str, ...] = tuple(REPO_SPEC)
+AUTHOR_FEATURES: tuple[str, ...] = tuple(AUTHOR_SPEC)
 
 #: pandas dtype of every feature (Int64 counts, Float64 means and durations).
-DTYPES: dict[str, str] = {
-    "commits_last_7d": "Int64",
-    "commits_last_30d": "Int64",
-    "active_authors_last_30d": "Int64",
-    "lines_changed_last_7d": "Int64",
-    "mean_files_per_commit_last_30d": "Float64",
-    "days_since_last_commit": "Float64",
-    "commits_total": "Int64",
-    "langs_used": "Int64",
-    "weekly_streak": "Int64",
-}
+DTYPES: dict[str, str] = {name: dtype for spec in (REPO_SPEC, AUTHOR_SPEC) for name, (dtype, _) in spec.items()}
 
 VIEWS: dict[str, tuple[str, tuple[str, ...]]] = {
     REPO_VIEW: ("repo", REPO_FEATURES),
@@ -127,7 +125,7 @@ def repo_features(commits: pd.DataFrame, repo: str, t: pd.Timestamp) -> dict | N
     last = max(before["committed_at"])
     days_since = (d - last) / ONE_DAY  # float, fractional days
 
-    return {
+    row = {
         "commits_last_7d": len(w7),
         "commits_last_30d": len(w30),
         "active_authors_last_30d": len(set(w30["author_id"])),
@@ -135,6 +133,8 @@ def repo_features(commits: pd.DataFrame, repo: str, t: pd.Timestamp) -> dict | N
         "mean_files_per_commit_last_30d": mean_files,
         "days_since_last_commit": float(days_since),
     }
+    assert tuple(row) == REPO_FEATURES, "repo_features computes exactly the features of REPO_SPEC"
+    return row
 
 
 def author_features(commits: pd.DataFrame, author_id: str, t: pd.Timestamp) -> dict | None:
@@ -160,11 +160,13 @@ def author_features(commits: pd.DataFrame, author_id: str, t: pd.Timestamp) -> d
         streak += 1
         week_start -= ONE_WEEK
 
-    return {
+    row = {
         "commits_total": len(before),
         "langs_used": len(langs),
         "weekly_streak": streak,
     }
+    assert tuple(row) == AUTHOR_FEATURES, "author_features computes exactly the features of AUTHOR_SPEC"
+    return row
 
 
 def features(commits: pd.DataFrame, view: str, entity: str, t: pd.Timestamp) -> dict | None:
@@ -182,16 +184,8 @@ def empty_history(view: str) -> dict:
     The spec allows null for that case; a zero-history row (0 counts, null mean and days_since) is the only other
     answer that is consistent with the spec, so tests accept either.
     """
-    if view == REPO_VIEW:
-        return {
-            "commits_last_7d": 0,
-            "commits_last_30d": 0,
-            "active_authors_last_30d": 0,
-            "lines_changed_last_7d": 0,
-            "mean_files_per_commit_last_30d": None,
-            "days_since_last_commit": None,
-        }
-    return {"commits_total": 0, "langs_used": 0, "weekly_streak": 0}
+    spec = REPO_SPEC if view == REPO_VIEW else AUTHOR_SPEC
+    return {name: empty for name, (_, empty) in spec.items()}
 
 
 def expected_frame(commits: pd.DataFrame, entity_df: pd.DataFrame, view: str) -> pd.DataFrame:

@@ -448,6 +448,38 @@ def test_skew_drill_switch_reaches_the_predictor(server):
     assert body["skew_drill"] == "timezone:+10" and body["predictions"] == [skewed.prediction]
 
 
+def test_a_version_whose_service_lost_a_recorded_feature_is_not_ready(server):
+    """ADR 0020: a version records the exact features it was trained on; a service that no longer serves one of
+    them (here: a version trained when the service had grown commits_last_14d) does not make the version ready."""
+    from mlflow import MlflowClient
+
+    from serving.predictor import NextWeekCommitsPredictor
+    from skewless.core import mlflow_home
+    from skewless.ops import feast_ops
+    from training.dataset import service_features
+
+    p = server.profile
+    client = MlflowClient(tracking_uri=p.mlflow_tracking_uri, registry_uri=p.mlflow_tracking_uri)
+    served = max(client.search_model_versions(f"name = '{MODEL}'"), key=lambda v: int(v.version))
+    listed = service_features(feast_ops.feature_store(p).get_feature_service(SERVICE))
+    recorded = {**listed, "repo_activity:commits_last_14d": "Int64"}
+    versions = [client.create_model_version(MODEL, source=served.source, run_id=served.run_id, tags={
+        "feature_service": SERVICE, "features": mlflow_home.features_tag(f)}) for f in (recorded, listed)]
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            _env(mp, SKEWLESS_ENV="local", SKEWLESS_HOME=str(p.home))
+            grown = NextWeekCommitsPredictor(MODEL, model_version=str(versions[0].version), feature_log=False)
+            assert not grown.load()
+            assert (f"feature service '{SERVICE}' no longer serves what model '{MODEL}' version "
+                    f"{versions[0].version} was trained on: repo_activity:commits_last_14d (Int64, now absent)"
+                    ) in grown.not_ready_reason
+            exact = NextWeekCommitsPredictor(MODEL, model_version=str(versions[1].version), feature_log=False)
+            assert exact.load(), exact.not_ready_reason
+    finally:
+        for v in versions:
+            client.delete_model_version(MODEL, v.version)
+
+
 def feature_log_rows(server) -> list[dict]:
     from serving import feature_log
 

@@ -3,6 +3,7 @@ and the leakage drill on the sample."""
 
 from __future__ import annotations
 
+import json
 import os
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -17,7 +18,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from skewless import features, lake
-from skewless.core import config
+from skewless.core import config, mlflow_home
 from skewless.ops import feast_ops
 from skewless.feast_ext import pinned
 from skewless.lake import ingest, snapshots
@@ -172,14 +173,19 @@ def test_train_end_to_end_logs_and_registers(sample_home: Path):
             for b in labels.BASELINES:
                 assert run.data.metrics[f"{split}_{m}_{b}"] == pytest.approx(result.metrics.loc[(split, b), m])
     assert run.data.params["cutoff"] == f"{result.cutoff:%Y-%m-%d}"
-    assert run.data.params["feature_service"] == dataset.FEATURE_SERVICE
+    assert run.data.params["feature_service"] == train.DEFAULT_SERVICE
 
-    # the feature list is the service's, as a tag, a param and a JSON artifact
+    # the exact feature list is the service's (view:feature -> Feast type), as a tag, a param and a JSON artifact
     store = feast_ops.feature_store()
-    names = dataset.feature_names(store.get_feature_service(dataset.FEATURE_SERVICE))
-    assert len(names) == 6 and run.data.params["features"] == ",".join(names)
+    names = dataset.feature_names(store.get_feature_service(train.DEFAULT_SERVICE))
+    listed = {f"repo_activity:{n}": ("Float64" if n in ("mean_files_per_commit_last_30d", "days_since_last_commit")
+                                     else "Int64") for n in names}
+    assert len(names) == 6 and result.training_set.features == listed
+    assert run.data.params["features"] == ",".join(listed)
+    assert mlflow_home.recorded_features(run.data.tags) == listed
+    assert list(json.loads(run.data.tags["features"])) == list(listed)  # in the service's order
     assert mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/feature_service.json") == {
-        "feature_service": dataset.FEATURE_SERVICE, "features": names}
+        "feature_service": train.DEFAULT_SERVICE, "features": listed}
     assert run.info.artifact_uri.startswith(p.mlflow_artifacts.as_uri())
 
     # the snapshot of every table read, as tags: exactly the current snapshots of this home
@@ -191,7 +197,8 @@ def test_train_end_to_end_logs_and_registers(sample_home: Path):
 
     # registered, with the feature service as a model-version tag; the signature's columns are the features
     mv = client.get_model_version(train.MODEL_NAME, result.model_version)
-    assert mv.run_id == result.run_id and mv.tags["feature_service"] == dataset.FEATURE_SERVICE
+    assert mv.run_id == result.run_id and mv.tags["feature_service"] == train.DEFAULT_SERVICE
+    assert mlflow_home.recorded_features(mv.tags) == listed
     with train.mlflow_session(p):
         model = mlflow.pyfunc.load_model(f"models:/{train.MODEL_NAME}/{result.model_version}")
     assert "MLFLOW_TRACKING_URI" not in os.environ, "training leaked its tracking URI into the environment"
@@ -235,6 +242,41 @@ def test_train_cli_prints_run_and_metrics(sample_home: Path):
         assert predictor in r.output
 
 
+def test_train_chooses_the_service_and_records_its_exact_features(sample_home: Path):
+    """`--service NAME`: the run and its version name the service and exactly its features; an unknown service (or one
+    not keyed by repo) is refused, listing the registered services."""
+    from feast import FeatureService
+
+    from skewless.core.config import NEXT_WEEK_COMMITS_MODEL
+
+    store = feast_ops.feature_store()
+    v2 = FeatureService(name="next_week_commits_v2", tags={"model": NEXT_WEEK_COMMITS_MODEL},
+                        features=[store.get_feature_view("repo_activity")[["commits_last_30d", "commits_last_7d"]]])
+    store.apply([v2])
+    try:
+        result = train.train(service="next_week_commits_v2", cutoff="2026-03-02", register=False)
+        p = config.profile()
+        with train.mlflow_session(p) as (_, client, _):
+            run = client.get_run(result.run_id)
+        listed = {"repo_activity:commits_last_30d": "Int64", "repo_activity:commits_last_7d": "Int64"}
+        assert result.feature_service == "next_week_commits_v2" and result.training_set.features == listed
+        assert run.data.tags["feature_service"] == run.data.params["feature_service"] == "next_week_commits_v2"
+        assert mlflow_home.recorded_features(run.data.tags) == listed
+        assert run.data.params["features"] == "repo_activity:commits_last_30d,repo_activity:commits_last_7d"
+        assert list(result.training_set.frame.columns[2:4]) == ["commits_last_30d", "commits_last_7d"]
+    finally:
+        store.delete_feature_service("next_week_commits_v2")
+
+    from skewless.cli import app
+
+    r = CliRunner().invoke(app, ["train", "--service", "next_week_commits_v9"])
+    assert r.exit_code == 1, r.output
+    assert "'next_week_commits_v9' is not registered" in r.output
+    assert "author_profile_v1, next_week_commits_live_v1, next_week_commits_v1" in r.output
+    r = CliRunner().invoke(app, ["train", "--service", "author_profile_v1"])
+    assert r.exit_code == 1 and "keyed by author_id" in r.output, r.output
+
+
 def test_training_set_is_rebuilt_identically_from_logged_snapshots(home: Path, sample_parquet: Path,
                                                                    tmp_path: Path):
     full = pq.read_table(sample_parquet)
@@ -253,7 +295,7 @@ def test_training_set_is_rebuilt_identically_from_logged_snapshots(home: Path, s
     assert train.register(trained.run_id) == "1"
 
     _load([sample_parquet])  # the rest arrives: later weeks, and late commits inside the history
-    current = dataset.build()
+    current = dataset.build(train.DEFAULT_SERVICE)
     assert current.snapshots != logged.snapshots
     common = current.rows.merge(logged.rows, on=labels.KEYS, suffixes=("_now", "_then"))
     assert (common["commits_last_30d_now"] != common["commits_last_30d_then"]).any(), \
@@ -268,7 +310,7 @@ def test_training_set_is_rebuilt_identically_from_logged_snapshots(home: Path, s
 def test_a_pin_the_stock_duckdb_store_would_ignore_is_detected(sample_home: Path):
     store = feast_ops.feature_store()
     entity_df = pd.DataFrame({"repo": ["spf13/cobra"], "event_timestamp": [pd.Timestamp("2025-01-06", tz="UTC")]})
-    service = store.get_feature_service(dataset.FEATURE_SERVICE)
+    service = store.get_feature_service(train.DEFAULT_SERVICE)
     table = lake.load_table(features.REPO_ACTIVITY.identifier)
     pins = {features.REPO_ACTIVITY.identifier: lake.snapshot_id(table)}
     pinnable = pinned.pinnable(store)
@@ -300,7 +342,7 @@ def test_weekly_gate_until_register_compare(sample_home: Path):
     version = train.register(candidate.run_id)
     p = config.profile()
     mv = MlflowClient(p.mlflow_tracking_uri, p.mlflow_tracking_uri).get_model_version(train.MODEL_NAME, version)
-    assert mv.run_id == candidate.run_id and mv.tags["feature_service"] == dataset.FEATURE_SERVICE
+    assert mv.run_id == candidate.run_id and mv.tags["feature_service"] == train.DEFAULT_SERVICE
     assert {k: v for k, v in mv.tags.items() if k.startswith("iceberg.snapshot.")} == {
         f"iceberg.snapshot.{k}": str(v) for k, v in candidate.snapshots.items()}
 

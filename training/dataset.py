@@ -1,8 +1,9 @@
 """The training set of next-week-commits: weekly labels joined with point-in-time features from Feast.
 
 Rows are the observed ``(repo, Monday 00:00 UTC)`` weeks of :mod:`training.labels`. Features come from ONE call,
-``store.get_historical_features(entity_df, features=<feature service>)``; their names come from the feature
-service, never from this code. Every Iceberg table read (``abukix.commits`` for the labels, the feature views'
+``store.get_historical_features(entity_df, features=<feature service>)``; the service is the caller's choice
+(``skewless train --service NAME``; :data:`training.train.DEFAULT_SERVICE` by default) and the feature names come
+from it, never from this code. Every Iceberg table read (``abukix.commits`` for the labels, the feature views'
 tables through Feast) is read inside one :func:`skewless.lake.snapshots.pinned_snapshots` block, so the set records
 the snapshot id of each, and passing those ids back as ``pins`` rebuilds the identical set later.
 """
@@ -17,7 +18,6 @@ import pandas as pd
 
 from skewless.feast_ext import pinned
 from skewless.lake import snapshots
-from skewless.core.config import NEXT_WEEK_COMMITS_SERVICE
 from skewless.core.errors import SkewlessError
 from training import labels as labels_mod
 from training.labels import BASELINES, KEYS, LABEL
@@ -25,8 +25,6 @@ from training.labels import BASELINES, KEYS, LABEL
 if TYPE_CHECKING:
     from feast import FeatureService, FeatureStore
 
-#: The feature service (the versioned contract) the model is trained and served with.
-FEATURE_SERVICE = NEXT_WEEK_COMMITS_SERVICE
 #: Default size of the evaluation split, in weeks.
 TEST_WEEKS = 26
 
@@ -42,6 +40,8 @@ class TrainingSet:
     frame: pd.DataFrame  #: repo, event_timestamp, the service's features, label, baselines; sorted by keys
     feature_service: str
     feature_names: tuple[str, ...]
+    #: the service's exact feature list: Feast reference ``view:feature`` -> Feast type, in the service's order
+    features: dict[str, str]
     snapshots: dict[str, int | None]  #: every Iceberg table read -> the snapshot id read
     last_commit_day: pd.Timestamp | None = field(default=None)
     until: date | None = field(default=None)  #: the last UTC day of data used (None: all of it)
@@ -60,14 +60,33 @@ def feature_names(service: "FeatureService") -> list[str]:
     return names
 
 
-def service_of(store: "FeatureStore", name: str = FEATURE_SERVICE) -> "FeatureService":
-    """The registered feature service ``name``, with an error that says what to run when it is missing."""
+def service_features(service: "FeatureService") -> dict[str, str]:
+    """A service's exact feature list: Feast reference ``view:feature`` -> Feast type, in the service's order (what
+    a model version records, and what the feature guard and the predictor check it against)."""
+    return {f"{proj.name_to_use()}:{f.name}": str(f.dtype)
+            for proj in service.feature_view_projections for f in proj.features}
+
+
+def service_of(store: "FeatureStore", name: str) -> "FeatureService":
+    """The registered feature service ``name``, keyed by the examples' entity (``repo``); an unknown name is an error
+    listing the registered services (or saying what to run when there are none)."""
     from feast.errors import FeatureServiceNotFoundException
 
     try:
-        return store.get_feature_service(name)
+        service = store.get_feature_service(name)
     except FeatureServiceNotFoundException:
-        raise DatasetError(f"feature service {name} is not registered; run `skewless apply` first") from None
+        known = sorted(s.name for s in store.list_feature_services())
+        if not known:
+            raise DatasetError(f"feature service {name} is not registered (no service is); run `skewless apply` "
+                               "first") from None
+        raise DatasetError(f"feature service {name!r} is not registered; the registered services are: "
+                           f"{', '.join(known)}") from None
+    for proj in service.feature_view_projections:
+        keys = {proj.join_key_map.get(k, k) for k in store.get_feature_view(proj.name).join_keys}
+        if keys != {KEYS[0]}:
+            raise DatasetError(f"feature service {name} reads view {proj.name}, keyed by {', '.join(sorted(keys))}; "
+                               f"the model's examples are keyed by {KEYS[0]}: choose a service of {KEYS[0]} features")
+    return service
 
 
 def default_store() -> "FeatureStore":
@@ -77,8 +96,7 @@ def default_store() -> "FeatureStore":
     return pinned.pinnable(feast_ops.feature_store())
 
 
-def historical_features(store: "FeatureStore", entity_df: pd.DataFrame,
-                        service_name: str = FEATURE_SERVICE) -> pd.DataFrame:
+def historical_features(store: "FeatureStore", entity_df: pd.DataFrame, service_name: str) -> pd.DataFrame:
     """Point-in-time features of ``entity_df`` (repo, event_timestamp) from the feature service, keyed rows."""
     service = service_of(store, service_name)
     names = feature_names(service)
@@ -87,9 +105,10 @@ def historical_features(store: "FeatureStore", entity_df: pd.DataFrame,
     return out[KEYS + names]
 
 
-def build(pins: Mapping[str, int] | None = None, store: "FeatureStore | None" = None,
-          service_name: str = FEATURE_SERVICE, until: date | None = None) -> TrainingSet:
-    """Build the training set from the current snapshots, or from ``pins`` (``namespace.table`` -> snapshot id).
+def build(service_name: str, pins: Mapping[str, int] | None = None, store: "FeatureStore | None" = None,
+          until: date | None = None) -> TrainingSet:
+    """Build the training set of feature service ``service_name`` from the current snapshots, or from ``pins``
+    (``namespace.table`` -> snapshot id).
 
     ``until``: use only the data of the UTC days through ``until`` (weeks that ended by then; their features are
     as of earlier Mondays), so a scheduled run is bounded by its data interval, never by the clock.
@@ -100,7 +119,8 @@ def build(pins: Mapping[str, int] | None = None, store: "FeatureStore | None" = 
         if labels.frame.empty:
             raise DatasetError("no repository has an observed week yet (see training.labels: a week counts once "
                                "the repository has a commit on a later day)")
-        names = feature_names(service_of(store, service_name))
+        service = service_of(store, service_name)
+        names, refs = feature_names(service), service_features(service)
         feats = historical_features(store, labels.frame, service_name)
     read = reads.check()
     frame = labels.frame.merge(feats, on=KEYS, how="left", validate="one_to_one")
@@ -108,8 +128,8 @@ def build(pins: Mapping[str, int] | None = None, store: "FeatureStore | None" = 
         raise DatasetError("Feast returned a different number of rows than the entity dataframe")
     frame = frame.merge(labels_mod.label_baselines(labels.frame), on=KEYS, how="left", validate="one_to_one")
     frame = frame[KEYS + names + [LABEL] + list(BASELINES)].sort_values(KEYS).reset_index(drop=True)
-    return TrainingSet(frame=frame, feature_service=service_name, feature_names=tuple(names), snapshots=read,
-                       last_commit_day=labels.last_commit_day, until=until)
+    return TrainingSet(frame=frame, feature_service=service_name, feature_names=tuple(names), features=refs,
+                       snapshots=read, last_commit_day=labels.last_commit_day, until=until)
 
 
 # --- time split ---------------------------------------------------------------------------------------------------

@@ -66,7 +66,7 @@ def compare(run_id: str, p: Profile | None = None, store: "FeatureStore | None" 
             raise EvaluationError(f"{train.MODEL_NAME} version {latest.version} has no "
                                   f"{train.FEATURE_SERVICE_TAG} tag; its features cannot be fetched")
         model = mlflow.pyfunc.load_model(f"models:/{train.MODEL_NAME}/{latest.version}")
-    ts = dataset.build(pins=pins, store=store, service_name=service, until=until)
+    ts = dataset.build(service, pins=pins, store=store, until=until)
     _, test, _ = dataset.split(ts.frame, cutoff)
     registered = train.scores(test[LABEL], model.predict(train.features_of(test, ts.feature_names)))[METRIC]
     return Comparison(run_id, METRIC, candidate, registered, str(latest.version), len(test),

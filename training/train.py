@@ -3,14 +3,15 @@
 ``train()`` builds the training set (:mod:`training.dataset`), splits it in time, fits the model, scores it and
 the two label baselines on both splits, and logs everything to MLflow: parameters, metrics, the feature service
 and its features, the Iceberg snapshot id of every table read (tags ``iceberg.snapshot.<namespace.table>``), and
-the model, registered as ``next_week_commits`` with the version tag ``feature_service=<service>`` (the predictor
-reads its feature list from that tag, never from code).
+the model, registered as ``next_week_commits`` with the version tags ``feature_service=<service>`` (the predictor
+reads its feature list from that tag, never from code) and ``features=<the exact feature list>`` (ADR 0020: the
+feature guard and the predictor check the definitions against it). The service is a choice (``service=``,
+``skewless train --service NAME``), :data:`DEFAULT_SERVICE` unless told.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from dataclasses import dataclass
 from datetime import date
@@ -19,7 +20,8 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping
 import numpy as np
 import pandas as pd
 
-from skewless.core.config import FEATURE_SERVICE_TAG, NEXT_WEEK_COMMITS_MODEL, Profile, profile
+from skewless.core.config import (FEATURE_SERVICE_TAG, FEATURES_TAG, NEXT_WEEK_COMMITS_MODEL,
+                                  NEXT_WEEK_COMMITS_SERVICE, Profile, profile)
 from skewless.core.errors import SkewlessError
 from training import dataset
 from training.labels import BASELINES, KEYS, LABEL
@@ -30,6 +32,8 @@ if TYPE_CHECKING:
 
 MODEL_NAME = NEXT_WEEK_COMMITS_MODEL
 EXPERIMENT = NEXT_WEEK_COMMITS_MODEL
+#: The feature service trained on unless another is chosen (declared once, in skewless.core.config).
+DEFAULT_SERVICE = NEXT_WEEK_COMMITS_SERVICE
 #: Run tag prefix of the snapshot ids read (``iceberg.snapshot.abukix.commits`` ...).
 SNAPSHOT_TAG = "iceberg.snapshot."
 #: Run tag: URI of the logged model (what :func:`register` registers).
@@ -199,19 +203,27 @@ def mlflow_session(p: Profile) -> Iterator[tuple[Any, Any, str]]:
 
 def train(cutoff: pd.Timestamp | str | None = None, params: Mapping[str, Any] | None = None,
           p: Profile | None = None, store: "FeatureStore | None" = None, until: date | None = None,
-          register: bool = True) -> TrainResult:
-    """Build the training set, fit, evaluate, log to MLflow and (unless ``register=False``) register the model.
+          register: bool = True, service: str = DEFAULT_SERVICE) -> TrainResult:
+    """Build the training set of feature service ``service``, fit, evaluate, log to MLflow and (unless
+    ``register=False``) register the model.
 
     ``until`` bounds the data to the UTC days through it (see :func:`training.dataset.build`); a candidate logged
     with ``register=False`` can be registered later with :func:`register`.
     """
     import sklearn
     from mlflow.models import infer_signature
+    from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH, MAX_TAG_VAL_LENGTH
+
+    from skewless.core import mlflow_home
 
     p = p or profile()
     if cutoff is not None:
         cutoff = dataset.monday(cutoff)  # bad input fails before any work
-    ts = dataset.build(store=store, until=until)
+    ts = dataset.build(service, store=store, until=until)
+    features_tag, refs = mlflow_home.features_tag(ts.features), ",".join(ts.features)
+    if len(features_tag) > MAX_TAG_VAL_LENGTH or len(refs) > MAX_PARAM_VAL_LENGTH:  # MLflow would truncate them
+        raise TrainingError(f"feature service {service} has {len(ts.features)} features: their list does not fit an "
+                            f"MLflow tag ({MAX_TAG_VAL_LENGTH} characters); split the service")
     result = fit(ts, cutoff, params)
     x_example = features_of(ts.frame.head(5), ts.feature_names)
     signature = infer_signature(x_example, result.model.predict(x_example))
@@ -226,16 +238,16 @@ def train(cutoff: pd.Timestamp | str | None = None, params: Mapping[str, Any] | 
             "n_test": result.n_test,
             "n_repos": ts.frame["repo"].nunique(),
             "feature_service": ts.feature_service,
-            "features": ",".join(ts.feature_names),
+            "features": refs,
             "label": "commits with committed_at in [Monday, Monday + 7 days), observed weeks only",
         })
         mlflow.set_tags({
             FEATURE_SERVICE_TAG: ts.feature_service,
-            "features": json.dumps(list(ts.feature_names)),
+            FEATURES_TAG: features_tag,
             **{f"{SNAPSHOT_TAG}{ident}": str(snap) for ident, snap in ts.snapshots.items()},
         })
         mlflow.log_metrics(result.metric_dict())
-        mlflow.log_dict({"feature_service": ts.feature_service, "features": list(ts.feature_names)},
+        mlflow.log_dict({"feature_service": ts.feature_service, "features": ts.features},
                         "feature_service.json")
         mlflow.log_text(metrics_table(result.metrics), "metrics.txt")
         info = mlflow.sklearn.log_model(
@@ -254,8 +266,8 @@ def train(cutoff: pd.Timestamp | str | None = None, params: Mapping[str, Any] | 
 def register(run_id: str, p: Profile | None = None) -> str:
     """Register the model a training run logged as the next version of ``next_week_commits``; return the version.
 
-    The version carries the run's feature service (``feature_service`` tag: serving reads its features from it) and
-    the Iceberg snapshots its training set was read from.
+    The version carries the run's feature service (``feature_service`` tag: serving reads its features from it), its
+    exact feature list (``features`` tag) and the Iceberg snapshots its training set was read from.
     """
     return _register_run(run_id, p or profile())
 
@@ -270,6 +282,8 @@ def _register_run(run_id: str, p: Profile) -> str:
         mv = mlflow.register_model(tags[MODEL_URI_TAG], MODEL_NAME)
         version = str(mv.version)
         client.set_model_version_tag(MODEL_NAME, version, FEATURE_SERVICE_TAG, tags[FEATURE_SERVICE_TAG])
+        if FEATURES_TAG in tags:
+            client.set_model_version_tag(MODEL_NAME, version, FEATURES_TAG, tags[FEATURES_TAG])
         for k, v in tags.items():
             if k.startswith(SNAPSHOT_TAG):
                 client.set_model_version_tag(MODEL_NAME, version, k, v)
@@ -291,7 +305,7 @@ def run_pins(run_id: str, p: Profile | None = None) -> tuple[str, dict[str, int]
 def rebuild(run_id: str, p: Profile | None = None, store: "FeatureStore | None" = None) -> dataset.TrainingSet:
     """The training set of run ``run_id``, rebuilt from the Iceberg snapshots (and data bound) it logged."""
     service, pins, until = run_pins(run_id, p)
-    return dataset.build(pins=pins, store=store, service_name=service, until=until)
+    return dataset.build(service, pins=pins, store=store, until=until)
 
 
 def busiest_repo(fitted: Fit) -> str:

@@ -39,10 +39,11 @@ def plan() -> None:
 def guard(
     base: Annotated[str, typer.Option(help="Git revision to compare the working tree with.")] = "HEAD~1",
     registry: Annotated[bool, typer.Option(help="Also treat services named by model versions in the profile's "
-                                                "MLflow registry as in use.")] = True,
+                                                "MLflow registry as in use, and check the features each version "
+                                                "recorded against the working tree.")] = True,
 ) -> None:
     """CI guard: `feast plan` of the working tree against --base; exit 1 if a service in use loses, renames or
-    retypes a feature."""
+    retypes a feature, or a registered model version no longer finds a feature it was trained on."""
     from skewless.ops import feature_guard
 
     outcome = run(lambda: feature_guard.run(base, use_registry=registry, echo=typer.echo))

@@ -8,13 +8,19 @@ from typing import Annotated, Optional
 import typer
 
 from skewless.cli.app import Cutoff, Day, app, parse_day, run
+from skewless.core.config import NEXT_WEEK_COMMITS_SERVICE
 
 drills_app = typer.Typer(no_args_is_help=True, help="Drills: what goes wrong without the platform, measured.")
 
 
 @app.command()
-def train(cutoff: Cutoff = None, until: Day = None) -> None:
-    """Train next_week_commits on its feature service (through Feast); log and register it in MLflow.
+def train(
+    cutoff: Cutoff = None,
+    until: Day = None,
+    service: Annotated[str, typer.Option(help="The registered feature service to train on (its features are "
+                                              "recorded on the model version).")] = NEXT_WEEK_COMMITS_SERVICE,
+) -> None:
+    """Train next_week_commits on a feature service (through Feast); log and register it in MLflow.
 
     --until bounds the data to the weeks that ended by that day (default: all the data).
     """
@@ -24,10 +30,11 @@ def train(cutoff: Cutoff = None, until: Day = None) -> None:
 
     t0 = time.perf_counter()
     day = parse_day(until) if until else None
-    result = run(lambda: stage.train(cutoff=cutoff, until=day))
+    result = run(lambda: stage.train(cutoff=cutoff, until=day, service=service))
     typer.echo(f"run id:        {result.run_id}")
     typer.echo(f"model version: {stage.MODEL_NAME} {result.model_version} "
                f"(tag {stage.FEATURE_SERVICE_TAG}={result.feature_service})")
+    typer.echo(f"features:      {', '.join(result.training_set.features)}")
     typer.echo("snapshots:     " + ", ".join(f"{k}@{v}" for k, v in sorted(result.snapshots.items())))
     typer.echo(f"evaluation:    weeks from {result.cutoff:%Y-%m-%d}; trained in {time.perf_counter() - t0:.1f}s")
     typer.echo(stage.metrics_table(result.metrics))

@@ -82,10 +82,15 @@ FEATURES_NAMESPACE = "features"
 #: Tag of an MLflow run / registered model version naming the Feast feature service it was trained on: training
 #: sets it, the predictor fetches that service, lineage and the feature guard read it. One definition.
 FEATURE_SERVICE_TAG = "feature_service"
+#: Tag of an MLflow run / registered model version holding the exact feature list it was trained on: JSON object
+#: Feast reference ``view:feature`` -> Feast type, in the service's order (ADR 0020). Training sets it; the feature
+#: guard and the predictor check the definitions against it (:func:`skewless.core.mlflow_home.recorded_features`).
+FEATURES_TAG = "features"
 #: The next-week-commits model (its MLflow registered name) and the Feast feature service, the versioned contract,
 #: it is trained and served with. Declared once: feature_repo/feature_services.py, training, serving, the drills,
 #: the demo and the benchmarks read them from here (the lightest layer, so the CLI's defaults cost no import).
 NEXT_WEEK_COMMITS_MODEL = "next_week_commits"
+#: The service `skewless train` (and the weekly DAG) trains on unless told otherwise (`--service NAME`).
 NEXT_WEEK_COMMITS_SERVICE = "next_week_commits_v1"
 #: The service of the fresh (live) features, apart from the daily contract (ADR 0016).
 NEXT_WEEK_COMMITS_LIVE_SERVICE = "next_week_commits_live_v1"

@@ -144,7 +144,7 @@ def run_leakage(variants: Mapping[str, str], out_dir: Path, cutoff: pd.Timestamp
     :func:`skewless.features.build_variant`).
     """
     store = store or dataset.default_store()
-    ts = dataset.build(store=store)
+    ts = dataset.build(train.DEFAULT_SERVICE, store=store)
     pit = ts.frame
     names = ts.feature_names
     service = dataset.service_of(store, ts.feature_service)

@@ -12,7 +12,8 @@ from datetime import timedelta
 
 import pyarrow as pa
 
-from skewless.core.config import COMMIT_EVENTS_TABLE, FEATURES_NAMESPACE
+from skewless.core.config import (COMMIT_EVENTS_TABLE, FEATURES_NAMESPACE, NEXT_WEEK_COMMITS_LIVE_SERVICE,
+                                  NEXT_WEEK_COMMITS_SERVICE)
 
 
 @dataclass(frozen=True)
@@ -207,3 +208,50 @@ REPO_ACTIVITY_LIVE = LiveTable(
 
 LIVE_TABLES: tuple[LiveTable, ...] = (REPO_ACTIVITY_LIVE,)
 
+
+
+# --- feature services: each lists its features by name, fixed here once (ADR 0020) ----------------------------------
+@dataclass(frozen=True)
+class ServiceFeatures:
+    """The features of one feature service, listed by name per view: the one place that list is written.
+
+    A service never selects a whole view: a feature added to a view joins no existing service, so a model version
+    trained on a service keeps being served exactly the features it was trained on. A new list is a new service
+    (``next_week_commits_v2``). ``feature_repo/feature_services.py`` derives the Feast projections from these.
+    """
+
+    name: str
+    views: tuple[tuple[FeatureTable | LiveTable, tuple[str, ...]], ...]
+
+    def __post_init__(self) -> None:
+        seen: set[str] = set()
+        for table, names in self.views:
+            known = [f.name for f in table.features]
+            unknown = [n for n in names if n not in known]
+            if unknown:
+                raise ValueError(f"feature service {self.name} lists {', '.join(unknown)}, which view {table.name} "
+                                 f"does not define (it defines {', '.join(known)})")
+            twice = sorted({n for n in names if n in seen or names.count(n) > 1})
+            if twice:
+                raise ValueError(f"feature service {self.name} lists {', '.join(twice)} twice")
+            seen.update(names)
+
+    @property
+    def refs(self) -> tuple[str, ...]:
+        """The features as Feast references ``view:feature``, in the service's order."""
+        return tuple(f"{table.name}:{n}" for table, names in self.views for n in names)
+
+
+NEXT_WEEK_COMMITS_V1 = ServiceFeatures(NEXT_WEEK_COMMITS_SERVICE, (
+    (REPO_ACTIVITY, ("commits_last_7d", "commits_last_30d", "active_authors_last_30d", "lines_changed_last_7d",
+                     "mean_files_per_commit_last_30d", "days_since_last_commit")),
+))
+AUTHOR_PROFILE_V1 = ServiceFeatures("author_profile_v1", (
+    (AUTHOR_ACTIVITY, ("commits_total", "langs_used", "weekly_streak")),
+))
+NEXT_WEEK_COMMITS_LIVE_V1 = ServiceFeatures(NEXT_WEEK_COMMITS_LIVE_SERVICE, (
+    (REPO_ACTIVITY_LIVE, ("commits_last_1h", "commits_last_24h", "commits_last_7d_live", "active_authors_last_24h",
+                          "seconds_since_last_commit")),
+))
+
+SERVICES: tuple[ServiceFeatures, ...] = (NEXT_WEEK_COMMITS_V1, AUTHOR_PROFILE_V1, NEXT_WEEK_COMMITS_LIVE_V1)

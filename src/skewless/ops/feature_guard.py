@@ -21,6 +21,12 @@ A service is in use when
   registry exists: a developer's or production's). A registered service that the base does not declare is
   reported, so that the declaration can be added.
 
+3. **Registered versions.** Every model version in that registry that recorded the exact feature list it was
+   trained on (tag ``features``, ADR 0020) is checked against the *working tree*, whatever the base: its service
+   must still be defined and serve each of those features with the recorded type. This is what the model versions
+   actually use, so it holds for uncommitted changes, for a version trained on definitions that were never
+   committed, and when there is no base revision at all.
+
 Each revision's definitions are read in a child interpreter whose ``sys.path`` holds that revision's ``src/``
 (two revisions' ``skewless`` packages cannot share one process). That child runs this file as a script, so the
 module imports only the standard library at its top.
@@ -72,11 +78,31 @@ class Violation:
     feature: str | None
     problem: str
     in_use_because: tuple[str, ...]
+    #: set when the change breaks what a registered model version was trained on ("registered model M version N")
+    version: str | None = None
 
     def __str__(self) -> str:
+        if self.version:
+            what = f"feature {self.feature} of service {self.service}" if self.feature else f"service {self.service}"
+            return f"{self.version}: {what} {self.problem}"
         what = f"{self.service}: feature {self.feature} {self.problem}" if self.feature else \
             f"{self.service}: {self.problem}"
         return f"{what} (in use: {'; '.join(self.in_use_because)})"
+
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    """A model version of the MLflow registry: the service it is served with and the exact features it was trained
+    on (``view:feature`` -> Feast type; None when it recorded no list: trained before ADR 0020)."""
+
+    model: str
+    version: str
+    service: str | None
+    features: Mapping[str, str] | None
+
+    @property
+    def label(self) -> str:
+        return f"registered model {self.model} version {self.version}"
 
 
 @dataclass
@@ -97,12 +123,14 @@ class CheckResult:
                                           or "none")]
         lines += [f"note: {n}" for n in self.notes]
         if self.ok:
-            lines.append("FEATURE GUARD OK: no service in use loses, renames or retypes a feature")
+            lines.append("FEATURE GUARD OK: no service in use loses, renames or retypes a feature, and every registered "
+                         "version that recorded its features finds them")
         else:
             lines += [f"BREAKING: {v}" for v in self.violations]
             lines.append("FEATURE GUARD FAILED: keep the features of a service in use unchanged and put the change in "
                          "a new service (e.g. next_week_commits_v2), see README \"Changing a feature used by a "
-                         "registered model\"")
+                         "registered model\"; a version trained on definitions that are gone needs them back (or "
+                         "the version retired)")
         return "\n".join(lines)
 
 
@@ -192,20 +220,42 @@ def declared_in_use(services: Mapping[str, ServiceDef]) -> dict[str, list[str]]:
             for s in services.values() if s.tags.get(MODEL_TAG)}
 
 
+def registered_versions(p: "Profile | None" = None) -> tuple[list[RegisteredVersion], list[str]]:
+    """Every model version of the profile's MLflow registry with its service and recorded features, and notes.
+
+    No registry (CI, a fresh home) is a note, not an error; so is a version whose ``features`` tag is unreadable.
+    """
+    from skewless.core import mlflow_home
+    from skewless.ops import lineage
+
+    raw, notes = lineage.registered_model_versions(p)
+    out = []
+    for mv in raw:
+        tags = mv.tags or {}
+        try:
+            recorded = mlflow_home.recorded_features(tags)
+        except ValueError as e:
+            recorded = None
+            notes.append(f"registered model {mv.name} version {mv.version}: {e}")
+        out.append(RegisteredVersion(mv.name, str(mv.version), tags.get(lineage.FEATURE_SERVICE_TAG), recorded))
+    return out, notes
+
+
 def registered_in_use(p: "Profile | None" = None) -> tuple[dict[str, list[str]], list[str]]:
     """Services named by the ``feature_service`` tag of model versions in the profile's MLflow registry.
 
     Returns (service → reasons, notes). No registry (CI, a fresh home) is a note, not an error.
     """
-    from skewless.ops import lineage
+    versions, notes = registered_versions(p)
+    return _in_use_by(versions), notes
 
-    versions, notes = lineage.registered_model_versions(p)
+
+def _in_use_by(versions: list[RegisteredVersion]) -> dict[str, list[str]]:
     used: dict[str, list[str]] = {}
-    for mv in versions:
-        svc = (mv.tags or {}).get(lineage.FEATURE_SERVICE_TAG)
-        if svc:
-            used.setdefault(svc, []).append(f"registered model {mv.name} version {mv.version}")
-    return used, notes
+    for v in versions:
+        if v.service:
+            used.setdefault(v.service, []).append(v.label)
+    return used
 
 
 # --- the check ----------------------------------------------------------------------------------------------------
@@ -238,28 +288,66 @@ def compare(base: Mapping[str, ServiceDef], head: Mapping[str, ServiceDef],
     return result
 
 
+def check_versions(head: Mapping[str, ServiceDef], versions: list[RegisteredVersion]) -> tuple[list[Violation],
+                                                                                             list[str]]:
+    """What registered model versions were trained on, against ``head`` (the working tree's definitions; pure).
+
+    A version that recorded its features (ADR 0020) breaks when its service is gone, or no longer serves one of
+    them with the recorded type. Returns (violations, notes about versions that recorded no feature list).
+    """
+    violations: list[Violation] = []
+    notes: list[str] = []
+    for v in versions:
+        if not v.service:
+            continue
+        if v.features is None:
+            notes.append(f"{v.label} recorded no feature list (trained before ADR 0020): checked only through the "
+                         f"base revision's {v.service}")
+            continue
+        if v.service not in head:
+            violations.append(Violation(v.service, None, f"is not defined in the working tree; the version is served "
+                                        f"with it and was trained on {', '.join(v.features)}", (v.label,), v.label))
+            continue
+        served = head[v.service].features
+        for ref, typ in v.features.items():
+            if ref not in served:
+                violations.append(Violation(v.service, ref, f"({typ}) no longer exists in the working tree's "
+                                            "definitions; the version was trained on it", (v.label,), v.label))
+            elif served[ref] != typ:
+                violations.append(Violation(v.service, ref, f"was retyped from {typ} (what the version was trained "
+                                            f"on) to {served[ref]} in the working tree", (v.label,), v.label))
+    return violations, notes
+
+
 def check(base_tree: Path, head_tree: Path, p: "Profile | None" = None, use_registry: bool = True) -> CheckResult:
     """Compare two project trees: the services in use (declared by the base, or registered in MLflow) must keep
-    every feature with its type in the head."""
+    every feature with its type in the head, and registered versions must find the features they were trained on."""
     base, head = definitions(base_tree, head_tree)
     return evaluate(base, head, p, use_registry)
 
 
-def evaluate(base: Mapping[str, ServiceDef], head: Mapping[str, ServiceDef], p: "Profile | None" = None,
+def evaluate(base: Mapping[str, ServiceDef] | None, head: Mapping[str, ServiceDef], p: "Profile | None" = None,
              use_registry: bool = True) -> CheckResult:
     """:func:`compare` with the services in use: declared by ``base``, plus (``use_registry``) those named by model
-    versions in the profile's MLflow registry."""
-    in_use = declared_in_use(base)
+    versions in the profile's MLflow registry, whose recorded features are also checked against ``head``
+    (:func:`check_versions`). ``base`` None: no base revision, only the registered versions are checked."""
+    in_use = declared_in_use(base or {})
     notes: list[str] = []
+    versions: list[RegisteredVersion] = []
     if use_registry:
-        registered, notes = registered_in_use(p)
-        for svc, reasons in registered.items():
+        versions, notes = registered_versions(p)
+        for svc, reasons in _in_use_by(versions).items():
             in_use.setdefault(svc, []).extend(reasons)
-            if svc in base and not base[svc].tags.get(MODEL_TAG):
+            if base is not None and svc in base and not base[svc].tags.get(MODEL_TAG):
                 notes.append(f"{svc} is used by a registered model but does not declare it: add the tag "
                              f"{MODEL_TAG}=<model> to it in feature_repo/feature_services.py")
-    result = compare(base, head, in_use)
-    result.notes[:0] = notes
+    if base is not None:
+        result = compare(base, head, in_use)
+    else:
+        result = CheckResult(in_use={k: list(v) for k, v in in_use.items()})
+    broken, version_notes = check_versions(head, versions)
+    result.violations += broken
+    result.notes[:0] = notes + version_notes
     return result
 
 
@@ -318,7 +406,8 @@ class GuardRun:
 
 def run(base: str = DEFAULT_BASE, root: Path | None = None, p: "Profile | None" = None, use_registry: bool = True,
         echo: Callable[[str], None] = print) -> GuardRun:
-    """Plan the working tree's definitions against revision ``base`` and check the services in use.
+    """Plan the working tree's definitions against revision ``base`` and check the services in use; check what the
+    registered model versions were trained on against the working tree (``use_registry``), even without a base.
 
     ``root`` is the project checkout (default: this project). Prints Feast's plan and the check through ``echo``.
     """
@@ -330,8 +419,14 @@ def run(base: str = DEFAULT_BASE, root: Path | None = None, p: "Profile | None" 
         tree = base_tree(base, Path(tmp) / "base", root)
         if tree is None:
             outcome.skipped = (f"no base to compare with: {base} does not exist in a history of one commit, or has "
-                               "no feature_repo/; feature guard skipped")
+                               "no feature_repo/; " + ("checking the registered model versions only" if use_registry
+                                                       else "feature guard skipped"))
             echo(outcome.skipped)
+            if use_registry:
+                (head_raw,), _ = _in_child("parse", [root], Path(tmp) / "home")
+                outcome.result = evaluate(None, _services(head_raw), p, use_registry)
+                echo("== feature guard: registered model versions -> working tree ==")
+                echo(outcome.result.report())
             return outcome
         home = Path(tmp) / "home"
         (base_raw, head_raw), plan_text = _in_child("plan", [tree, root], home)
