@@ -28,11 +28,16 @@ def apply() -> None:
 
 
 @app.command()
-def plan() -> None:
-    """Show what `apply` would change (same as `feast plan`)."""
+def plan(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also print Feast's own `feast plan` output "
+                                                                  "(every changed field as proto dumps).")] = False,
+) -> None:
+    """Show what `apply` would change: per feature view and service, the features added, removed or retyped and
+    any other property changed; "no changes" when the registry holds the definitions already."""
+    from skewless.core import terminal
     from skewless.ops import feast_ops
 
-    run(feast_ops.plan)
+    typer.echo(run(lambda: feast_ops.plan(verbose=verbose or terminal.verbose())))
 
 
 @app.command()

@@ -80,14 +80,17 @@ def apply(p: Profile | None = None) -> None:
                     skip_source_validation=False)
 
 
-def plan(p: Profile | None = None) -> None:
-    """Print what ``apply`` would change (same as ``feast plan``)."""
+def plan(p: Profile | None = None, verbose: bool = False) -> str:
+    """What ``apply`` would change, briefly (``skewless.feast_ext.plan``: features and services added, removed or
+    changed per object, or "no changes"); ``verbose`` adds Feast's own ``feast plan`` output (the proto dumps)."""
     from feast.repo_config import load_repo_config
-    from feast.repo_operations import plan as feast_plan
+
+    from skewless.feast_ext.plan import plan_text
 
     p = activate(p)
     with _in_feature_repo():
-        feast_plan(load_repo_config(FEATURE_REPO, p.feature_store_yaml), FEATURE_REPO, skip_source_validation=False)
+        return plan_text(load_repo_config(FEATURE_REPO, p.feature_store_yaml), FEATURE_REPO,
+                         skip_source_validation=False, verbose=verbose)
 
 
 def materialized_through(fv: "FeatureView") -> date | None:
