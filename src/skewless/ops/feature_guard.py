@@ -5,7 +5,8 @@ in use never loses, renames or retypes a feature.
 
 1. **Plan.** The base revision's ``feature_repo/`` (with the ``src/`` it imports: the feature schemas are derived
    from ``skewless.features``) is taken from git into a temporary directory and applied to a scratch registry; the
-   current definitions are then planned against that registry. The output is Feast's own ``feast plan`` diff.
+   current definitions are then planned against that registry. The output is the plan's short form
+   (``skewless.feast_ext.plan``: features and services added, removed or changed, or "no changes").
    No lakehouse is needed: sources are not validated (CI has no Iceberg tables).
 2. **Check.** For every feature service *in use*, the features of the base and head definitions are compared by
    reference (``view:feature``) and Feast type. A feature removed, renamed (= removed + added) or retyped, or the
@@ -168,7 +169,7 @@ def _child_main(mode: str, out: str, *trees: str) -> None:
     import io
 
     from feast.repo_config import load_repo_config
-    from feast.repo_operations import apply_total, parse_repo, plan
+    from feast.repo_operations import apply_total, parse_repo
 
     results = []
     for i, tree in enumerate(trees):
@@ -190,7 +191,9 @@ def _child_main(mode: str, out: str, *trees: str) -> None:
                 with contextlib.redirect_stdout(io.StringIO()):
                     apply_total(config, repo, skip_source_validation=True, skip_feature_view_validation=True)
             else:
-                plan(config, repo, skip_source_validation=True, skip_feature_view_validation=True)
+                from skewless.feast_ext.plan import plan_text  # the short form, from this (head) tree's package
+
+                print(plan_text(config, repo, skip_source_validation=True, skip_feature_view_validation=True))
         # The next tree imports its own `skewless` and declaration modules: forget this tree's.
         for name, mod in list(sys.modules.items()):
             if name != __name__ and str(getattr(mod, "__file__", "") or "").startswith(str(Path(tree)) + os.sep):
