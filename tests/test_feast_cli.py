@@ -173,7 +173,89 @@ def test_feast_plan_right_after_apply_reports_no_change(feast_home, skewless_hom
         assert "No changes to registry" in out, out
         assert not re.search(r"^(Updated|Created|Deleted) (feature view|data source|entity|feature service)", out,
                              re.M), out
-    assert "No changes to registry" in _run(SKEWLESS + ["plan"], skewless_home)
+    for env in (feast_home, skewless_home):  # the short form: nothing but the verdict (Feast's dump: --verbose)
+        assert _run(SKEWLESS + ["plan"], env).strip() == "no changes"
+    verbose = _run(SKEWLESS + ["plan", "--verbose"], skewless_home)
+    assert verbose.startswith("no changes\n") and "No changes to registry" in verbose, verbose
+
+
+def _scratch_plan(env: dict[str, str], tmp_path: Path, changes: list[tuple[str, str, str]]) -> list[str]:
+    """`skewless plan` of a copy of the project (feature_repo/ and src/) with ``changes`` planted (file, old text,
+    new text), against the registry of ``env``'s home: its output lines."""
+    import shutil
+
+    for d in ("feature_repo", "src"):
+        shutil.copytree(PROJECT_ROOT / d, tmp_path / d, ignore=shutil.ignore_patterns("__pycache__", "*.db"))
+    for rel, old, new in changes:
+        text = (tmp_path / rel).read_text()
+        assert text.count(old) == 1, f"{rel} no longer contains {old!r} exactly once: update the planted change"
+        (tmp_path / rel).write_text(text.replace(old, new))
+    return _run(SKEWLESS + ["plan"], {**env, "PYTHONPATH": str(tmp_path / "src")}).strip().splitlines()
+
+
+DEFINITIONS = "src/skewless/features/definitions.py"
+COMMITS_LAST_30D = 'Feature("commits_last_30d", pa.int64(), "commits with committed_at in [D-30d, D)"),'
+
+
+def test_skewless_plan_names_exactly_an_added_feature(skewless_home, tmp_path):
+    # README "Adding a feature": the new feature in the view, and in next_week_commits_v1, which selects the view.
+    added = COMMITS_LAST_30D + '\n        Feature("commits_last_14d", pa.int64(), "commits in [D-14d, D)"),'
+    assert _scratch_plan(skewless_home, tmp_path, [(DEFINITIONS, COMMITS_LAST_30D, added)]) == [
+        "feature view repo_activity: changed",
+        "  added feature commits_last_14d (Int64)",
+        "feature service next_week_commits_v1: changed",
+        "  added feature repo_activity:commits_last_14d (Int64)",
+    ]
+
+
+def test_skewless_plan_names_removed_and_retyped_features_and_changed_properties(skewless_home, tmp_path):
+    changes = [
+        (DEFINITIONS, COMMITS_LAST_30D, COMMITS_LAST_30D.replace("pa.int64()", "pa.float64()")),
+        (DEFINITIONS, 'Feature("langs_used",', 'Feature("languages_used",'),  # a rename: removed + added
+        ("feature_repo/repo_features.py", '"tier": "1"', '"tier": "2"'),
+        ("feature_repo/author_features.py", "ttl=timedelta(0)", "ttl=timedelta(days=3)"),
+    ]
+    assert _scratch_plan(skewless_home, tmp_path, changes) == [
+        "feature view author_activity: changed",
+        "  added feature languages_used (Int64)",
+        "  removed feature langs_used (Int64)",
+        "  ttl: 0:00:00 -> 3 days, 0:00:00",
+        "feature view repo_activity: changed",
+        "  changed feature commits_last_30d: type Int64 -> Float64",
+        "  tags['tier']: '1' -> '2'",
+        "feature service author_profile_v1: changed",
+        "  added feature author_activity:languages_used (Int64)",
+        "  removed feature author_activity:langs_used (Int64)",
+        "feature service next_week_commits_v1: changed",
+        "  changed feature repo_activity:commits_last_30d: type Int64 -> Float64",
+    ]
+
+
+def test_plan_ignores_source_stamps_that_feast_counts_as_a_change():
+    # Feast's own sources carry their construction/apply times in the view's proto (skewless's sources fix them,
+    # skewless.feast_ext.sources): once the registered view was materialized (so the views are unequal), Feast's
+    # diff compares their specs field by field and calls the view "updated"; the short form does not.
+    from feast import Entity, FeatureView, Field, FileSource, ValueType
+    from feast.diff.property_diff import TransitionType
+    from feast.diff.registry_diff import diff_registry_objects
+    from feast.infra.registry.registry import FeastObjectType
+    from feast.types import Float64, Int64
+
+    from skewless.feast_ext.plan import object_changes
+
+    def view(stamp: datetime, dtype=Int64, extra=()):
+        source = FileSource(name="s", path="s.parquet", timestamp_field="ts")
+        source.created_timestamp = source.last_updated_timestamp = stamp
+        return FeatureView(name="v", entities=[Entity(name="e", join_keys=["e"], value_type=ValueType.INT64)], source=source,
+                           schema=[Field(name="e", dtype=Int64), Field(name="a", dtype=dtype), *extra])
+
+    t = datetime(2026, 8, 15, tzinfo=timezone.utc)
+    old, new = view(t), view(t + timedelta(seconds=5))
+    old.materialization_intervals.append((t - timedelta(days=1), t))  # as registered after a materialization
+    assert diff_registry_objects(old, new, FeastObjectType.FEATURE_VIEW).transition_type == TransitionType.UPDATE
+    assert object_changes(old, new) == []
+    assert object_changes(old, view(t + timedelta(seconds=5), Float64, [Field(name="b", dtype=Int64)])) == [
+        "added feature b (Int64)", "changed feature a: type Int64 -> Float64"]
 
 
 def test_feast_materialize_incremental_loads_what_skewless_materialize_loads(feast_home, skewless_home):
