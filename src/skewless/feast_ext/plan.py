@@ -168,15 +168,22 @@ def _feature_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return lines
 
 
+#: A service's per-view selection: fields copied from the view (its change is the view's, named there) or listed
+#: feature by feature (:func:`_feature_changes`).
+PROJECTION_COPIES = frozenset({"feature_columns", "batch_source", "stream_source", "timestamp_field",
+                               "date_partition_column", "created_timestamp_column"})
+
+
 def _projection_changes(current: Any, new: Any) -> list[str]:
-    """A service's per-view selections other than their features (alias, join key map, ...), by view."""
+    """A service's per-view selections other than their features and the view's own fields (alias, join key map,
+    version...), by view."""
     olds = {p.name_to_use(): p.to_proto() for p in current.feature_view_projections}
     news = {p.name_to_use(): p.to_proto() for p in new.feature_view_projections}
     lines = []
     for name in news:
         if name in olds:
             lines += [f"changed selection of {name}: {c}"
-                      for c in proto_changes(olds[name], news[name], skip={"feature_columns"})]
+                      for c in proto_changes(olds[name], news[name], skip=PROJECTION_COPIES)]
     return lines
 
 
@@ -188,9 +195,9 @@ def _contents(obj: Any) -> tuple[str, ...]:
         return ()
     feats = _service_features(obj) if isinstance(obj, FeatureService) else \
         {f.name: f for f in getattr(obj, "features", None) or []}
-    if not feats or not isinstance(feats, dict):
+    if not feats:
         return ()
-    return (f"{len(feats)} features: " + ", ".join(f"{n} ({f.dtype})" for n, f in feats.items()),)
+    return (f"{len(feats)} feature{'s' if len(feats) > 1 else ''}: " + ", ".join(f"{n} ({f.dtype})" for n, f in feats.items()),)
 
 
 # --- protos -------------------------------------------------------------------------------------------------------
