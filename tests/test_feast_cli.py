@@ -198,20 +198,19 @@ COMMITS_LAST_30D = 'Feature("commits_last_30d", pa.int64(), "commits with commit
 
 
 def test_skewless_plan_names_exactly_an_added_feature(skewless_home, tmp_path):
-    # README "Adding a feature": the new feature in the view, and in next_week_commits_v1, which selects the view.
+    # README "Adding a feature": the new feature in its view; services list their features, so none of them changes.
     added = COMMITS_LAST_30D + '\n        Feature("commits_last_14d", pa.int64(), "commits in [D-14d, D)"),'
     assert _scratch_plan(skewless_home, tmp_path, [(DEFINITIONS, COMMITS_LAST_30D, added)]) == [
         "feature view repo_activity: changed",
         "  added feature commits_last_14d (Int64)",
-        "feature service next_week_commits_v1: changed",
-        "  added feature repo_activity:commits_last_14d (Int64)",
     ]
 
 
 def test_skewless_plan_names_removed_and_retyped_features_and_changed_properties(skewless_home, tmp_path):
     changes = [
         (DEFINITIONS, COMMITS_LAST_30D, COMMITS_LAST_30D.replace("pa.int64()", "pa.float64()")),
-        (DEFINITIONS, 'Feature("langs_used",', 'Feature("languages_used",'),  # a rename: removed + added
+        (DEFINITIONS, 'Feature("langs_used",', 'Feature("languages_used",'),  # a rename: removed + added,
+        (DEFINITIONS, '"commits_total", "langs_used",', '"commits_total", "languages_used",'),  # in its service too
         ("feature_repo/repo_features.py", '"tier": "1"', '"tier": "2"'),
         ("feature_repo/author_features.py", "ttl=timedelta(0)", "ttl=timedelta(days=3)"),
     ]
