@@ -40,6 +40,7 @@ TEST_GROUPS: dict[str, tuple[str, ...]] = {
     # what the data means: reference semantics, ingest rules, build, offline answers, the fresh path's rule
     "data": ("test_reference.py", "test_semantics.py", "test_build.py", "test_ingest.py", "test_gitsource.py",
              "test_lake_truth.py", "test_offline_store.py", "test_offline_conformance.py", "test_fresh.py",
+             "test_stream_consistency.py",
              "test_bad_input.py", "test_lake_faults.py"),
     # models: training through Feast, the drills, the notebook
     "model": ("test_training.py", "test_skew_drill.py", "test_notebook.py"),

@@ -17,7 +17,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Mapping
 
 from skewless import lake
@@ -31,10 +31,6 @@ REPLAY = "skewless.monitor.fetch-replay"
 #: What the reconciliation counts, in this order (the metric's ``kind`` label).
 RECONCILE_KINDS = ("missing", "duplicated", "orphaned", "commits_mismatched")
 COMMIT_RETRIES = 5
-
-
-def _utc(ts: datetime) -> datetime:
-    return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
 
 
 @dataclass(frozen=True)
@@ -67,12 +63,13 @@ class ReconcileRecord:
 
 @dataclass(frozen=True)
 class ReplayRecord:
-    """One fetch-replay check of ``feature_service``: ``rows`` logged fetches with request time in
+    """One fetch-replay check of ``feature_service`` (of Feast project ``project``): ``rows`` logged fetches with request time in
     ``[since, until)`` replayed offline; ``mismatches`` per feature."""
 
     checked_at: datetime
     since: datetime
     until: datetime
+    project: str
     feature_service: str
     rows: int
     mismatches: Mapping[str, int] = field(default_factory=dict)
@@ -87,14 +84,15 @@ class ReplayRecord:
 
     def to_json(self) -> str:
         return json.dumps({"checked_at": self.checked_at.isoformat(), "since": self.since.isoformat(),
-                           "until": self.until.isoformat(), "feature_service": self.feature_service,
+                           "until": self.until.isoformat(), "project": self.project,
+                           "feature_service": self.feature_service,
                            "rows": self.rows, "mismatches": dict(sorted(self.mismatches.items()))})
 
     @classmethod
     def from_json(cls, raw: str) -> "ReplayRecord":
         d = json.loads(raw)
         return cls(datetime.fromisoformat(d["checked_at"]), datetime.fromisoformat(d["since"]),
-                   datetime.fromisoformat(d["until"]), d["feature_service"], int(d["rows"]),
+                   datetime.fromisoformat(d["until"]), d["project"], d["feature_service"], int(d["rows"]),
                    {k: int(v) for k, v in d["mismatches"].items()})
 
 
