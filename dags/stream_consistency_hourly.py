@@ -33,9 +33,11 @@ from airflow.sdk import DAG, CronDataIntervalTimetable, TriggerRule, task
 
 
 def _interval(start: datetime | None, end: datetime | None) -> tuple[datetime, datetime]:
+    """The run's data interval as plain UTC datetimes (Airflow hands pendulum ones, whose arithmetic with a
+    ``timedelta`` fails inside the checks)."""
     if start is None or end is None:
         raise ValueError("this run has no data interval: trigger it with a logical date (see the DAG's doc)")
-    return start.astimezone(timezone.utc), end.astimezone(timezone.utc)
+    return tuple(datetime.fromisoformat(t.astimezone(timezone.utc).isoformat()) for t in (start, end))
 
 
 with DAG(
