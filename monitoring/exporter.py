@@ -128,8 +128,19 @@ METRICS: tuple[ViewMetric, ...] = (
 )
 COLLECT_SECONDS = "skewless_exporter_collect_seconds"
 
-#: Every metric name this exporter exports.
+#: Every metric name this exporter exports per feature view.
 METRIC_NAMES: tuple[str, ...] = tuple(m.name for m in METRICS) + (COLLECT_SECONDS,)
+
+#: The fresh path's consistency checks (skewless.ops.consistency), exported when they have been recorded.
+RECONCILE_MISMATCHES = "skewless_stream_reconcile_mismatches"
+RECONCILE_EVENTS = "skewless_stream_reconcile_checked_events"
+RECONCILE_IN_FLIGHT = "skewless_stream_reconcile_in_flight_events"
+RECONCILE_LAST = "skewless_stream_reconcile_last_check_timestamp_seconds"
+REPLAY_RATIO = "skewless_fetch_replay_mismatch_ratio"
+REPLAY_ROWS = "skewless_fetch_replay_checked_rows"
+REPLAY_LAST = "skewless_fetch_replay_last_check_timestamp_seconds"
+CONSISTENCY_METRIC_NAMES: tuple[str, ...] = (RECONCILE_MISMATCHES, RECONCILE_EVENTS, RECONCILE_IN_FLIGHT,
+                                             RECONCILE_LAST, REPLAY_RATIO, REPLAY_ROWS, REPLAY_LAST)
 
 
 class SkewlessCollector:
@@ -173,12 +184,70 @@ class SkewlessCollector:
         yield from fams.values()
 
 
+class ConsistencyCollector:
+    """The last recorded stream/lake reconciliation and fetch-replay checks (one catalog read per collection).
+
+    Series (``monitoring/alerts.yaml``: ``StreamLakeReconciliationFailed``, ``FetchReplayConsistencyFailed``):
+    ``skewless_stream_reconcile_mismatches{kind}`` (missing, duplicated, orphaned, commits_mismatched),
+    ``..._checked_events``, ``..._in_flight_events``, ``..._last_check_timestamp_seconds``;
+    ``skewless_fetch_replay_mismatch_ratio{project,feature_service,feature}``, ``..._checked_rows``,
+    ``..._last_check_timestamp_seconds``. No check recorded yet: the families carry no sample.
+    """
+
+    def __init__(self, p: Profile | None = None):
+        self._profile = p
+
+    @staticmethod
+    def _families() -> dict[str, "Metric"]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        g = GaugeMetricFamily
+        replay = ["project", "feature_service"]
+        return {
+            RECONCILE_MISMATCHES: g(RECONCILE_MISMATCHES, "Events or commits the last stream/lake reconciliation "
+                                    "found in disagreement, by kind.", labels=["kind"]),
+            RECONCILE_EVENTS: g(RECONCILE_EVENTS, "Settled events the last stream/lake reconciliation checked."),
+            RECONCILE_IN_FLIGHT: g(RECONCILE_IN_FLIGHT, "Events not yet acknowledged when the last reconciliation "
+                                   "ran (not judged)."),
+            RECONCILE_LAST: g(RECONCILE_LAST, "Wall-clock time of the last stream/lake reconciliation (Unix s)."),
+            REPLAY_RATIO: g(REPLAY_RATIO, "Share of the logged online fetches whose value differs from the "
+                            "point-in-time offline value at their request time (last fetch-replay check).",
+                            labels=replay + ["feature"]),
+            REPLAY_ROWS: g(REPLAY_ROWS, "Logged fetches the last fetch-replay check replayed.", labels=replay),
+            REPLAY_LAST: g(REPLAY_LAST, "Wall-clock time of the last fetch-replay check (Unix s).", labels=replay),
+        }
+
+    def describe(self) -> Iterator["Metric"]:
+        yield from self._families().values()
+
+    def collect(self) -> Iterator["Metric"]:
+        from skewless.ops import consistency
+
+        p = self._profile or profile()
+        reconciled, replays = consistency.read(p)
+        fams = self._families()
+        if reconciled is not None:
+            for kind in consistency.RECONCILE_KINDS:
+                fams[RECONCILE_MISMATCHES].add_metric([kind], reconciled.counts.get(kind, 0))
+            fams[RECONCILE_EVENTS].add_metric([], reconciled.events)
+            fams[RECONCILE_IN_FLIGHT].add_metric([], reconciled.in_flight)
+            fams[RECONCILE_LAST].add_metric([], reconciled.checked_at.timestamp())
+        for r in replays:
+            labels = [r.project, r.feature_service]
+            for feature in sorted(r.mismatches):
+                fams[REPLAY_RATIO].add_metric(labels + [feature], r.ratio(feature))
+            fams[REPLAY_ROWS].add_metric(labels, r.rows)
+            fams[REPLAY_LAST].add_metric(labels, r.checked_at.timestamp())
+        yield from fams.values()
+
+
 def registry(p: Profile | None = None, reader: "FreshnessReader | None" = None):
-    """A CollectorRegistry holding only the skewless collector."""
+    """A CollectorRegistry holding the skewless collectors (per feature view; the fresh path's consistency)."""
     from prometheus_client import CollectorRegistry
 
     reg = CollectorRegistry(auto_describe=True)
     reg.register(SkewlessCollector(reader, p))
+    reg.register(ConsistencyCollector(p))
     return reg
 
 

@@ -6,6 +6,8 @@
 - :mod:`serving.metrics` — Prometheus histograms ``skewless_predictor_request_seconds``,
   ``skewless_feature_fetch_seconds`` (labels ``model``, ``feature_service``).
 - :mod:`serving.feature_log` — the serving log: what was served, one JSON line per instance.
+- :mod:`serving.fetch` — logged online fetches of a feature service (the fresh one has no model yet), with their
+  request time; :mod:`serving.replay` replays them point-in-time (the fetch-replay consistency check).
 - :mod:`serving.bench` — p50/p99 of one-entity predictions over HTTP (``python -m serving.bench``).
 
 Nothing here computes a feature: values come only from ``get_online_features``. No module imports Airflow.

@@ -92,5 +92,5 @@ def read(model: str, p: Profile | None = None, since: date | None = None, until:
                     rows.append({**rec, **feats})
     df = pd.DataFrame(rows)
     if not df.empty:
-        df["ts"] = pd.to_datetime(df["ts"], utc=True)
+        df["ts"] = pd.to_datetime(df["ts"], utc=True, format="ISO8601")  # now() omits zero microseconds
     return df

@@ -40,6 +40,7 @@ TEST_GROUPS: dict[str, tuple[str, ...]] = {
     # what the data means: reference semantics, ingest rules, build, offline answers, the fresh path's rule
     "data": ("test_reference.py", "test_semantics.py", "test_build.py", "test_ingest.py", "test_gitsource.py",
              "test_lake_truth.py", "test_offline_store.py", "test_offline_conformance.py", "test_fresh.py",
+             "test_stream_consistency.py",
              "test_bad_input.py", "test_lake_faults.py"),
     # models: training through Feast, the drills, the notebook
     "model": ("test_training.py", "test_skew_drill.py", "test_notebook.py"),
@@ -49,6 +50,7 @@ TEST_GROUPS: dict[str, tuple[str, ...]] = {
                     "test_runbooks.py", "test_serving.py", "test_spark.py", "test_status.py", "test_terminal.py",
                     "test_security.py", "test_materialize_faults.py", "test_predictor_faults.py",
                     "test_ttl_parity.py", "test_dag_integrity.py", "test_daily_dag.py", "test_scheduler.py",
+                    "test_stream_consistency_dag.py",
                     "test_stream_metrics.py"),
 }
 _GROUP_OF = {name: group for group, names in TEST_GROUPS.items() for name in names}

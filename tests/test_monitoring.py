@@ -36,6 +36,9 @@ RUNBOOKS = {
     "SkewlessMetricsAbsent": "skewless-metrics-absent",
     "StreamFreshnessSLOViolation": "stream-freshness-slo-violation",
     "StreamProcessorStalled": "stream-processor-stalled",
+    "StreamProcessorAbsent": "stream-processor-absent",
+    "StreamLakeReconciliationFailed": "stream-lake-reconciliation-failed",
+    "FetchReplayConsistencyFailed": "fetch-replay-consistency-failed",
 }
 #: Series Prometheus itself produces (the dashboard annotates firing alerts from ALERTS).
 PROMETHEUS_BUILTIN = {"ALERTS"}
@@ -134,10 +137,10 @@ def test_every_alert_has_its_runbook():
 
 def test_alert_rules_read_only_exported_series():
     """Every series the rules read is exported by the exporter, the stream processor, or recorded by the rules."""
-    from monitoring.exporter import METRIC_NAMES
+    from monitoring.exporter import CONSISTENCY_METRIC_NAMES, METRIC_NAMES
     from skewless.stream.metrics import SERIES_NAMES
 
-    known = set(METRIC_NAMES) | set(SERIES_NAMES) | _recorded_names()
+    known = set(METRIC_NAMES) | set(CONSISTENCY_METRIC_NAMES) | set(SERIES_NAMES) | _recorded_names()
     for g in _rule_groups():
         for r in g["rules"]:
             unknown = promql_metric_names(r["expr"]) - known

@@ -141,6 +141,34 @@ def test_publish_fetch_ack_roundtrip(open_nats):
     assert "JetStream stream" in log.where and open_nats.stream in log.where
 
 
+def test_history_reads_everything_consumes_nothing(open_nats):
+    """history(): every stored event with its sequence, the settled ones up to the ack floor; the durable consumer
+    neither gets nor loses anything, and the ephemeral reader is gone afterwards."""
+    import asyncio
+
+    import nats as nats_client
+
+    log = open_nats()
+    events = _events(30)
+    log.publish(events)
+    first = _drain(log, 30)
+    log.ack(first[:20])
+    held = log.history()
+    assert [d.event for d in held.events] == events and [d.seq for d in held.events] == [d.seq for d in first]
+    assert held.settled == frozenset(d.seq for d in first[:20])
+    assert (held.first_seq, held.last_seq) == (first[0].seq, first[-1].seq)
+    assert log.pending() == 10  # the 10 delivered, unacknowledged events are still the consumer's
+
+    async def consumers() -> list[str]:
+        nc = await nats_client.connect(log.url)
+        try:
+            return [c.name for c in await nc.jetstream().consumers_info(open_nats.stream)]
+        finally:
+            await nc.close()
+
+    assert asyncio.run(consumers()) == [log.durable]
+
+
 def test_duplicate_publish_is_stored_once(open_nats):
     log = open_nats()
     events = _events(10)

@@ -157,10 +157,12 @@ def test_runbook_has_the_four_sections_and_tested_diagnosis(name):
 
 
 def test_metric_names_in_runbooks_are_exported():
+    from monitoring.exporter import CONSISTENCY_METRIC_NAMES
     from monitoring.exporter import METRIC_NAMES as EXPORTED
     from skewless.stream.metrics import LAG, SERIES_NAMES
 
-    METRIC_NAMES = EXPORTED + SERIES_NAMES + (LAG,)  # the exporter's and the stream processor's /metrics
+    # the exporter's (per view, and the fresh path's consistency checks) and the stream processor's /metrics
+    METRIC_NAMES = EXPORTED + CONSISTENCY_METRIC_NAMES + SERIES_NAMES + (LAG,)
     for path in runbook_files():
         for name in set(re.findall(r"\bskewless_[a-z_]+\b", path.read_text())):
             if name.endswith("_"):  # a prefix such as skewless_freshness_*

@@ -21,7 +21,7 @@ from skewless.core.config import PROJECT_ROOT  # noqa: E402
 
 DAGS_FOLDER = PROJECT_ROOT / "dags"
 
-EXPECTED_DAGS = {"commits_features_daily", "next_week_commits_weekly"}
+EXPECTED_DAGS = {"commits_features_daily", "next_week_commits_weekly", "stream_consistency_hourly"}
 #: Modules a DAG file must not import at parse time (they load inside tasks).
 HEAVY = ("skewless", "training", "monitoring", "serving", "feast", "pyiceberg", "duckdb", "mlflow", "sklearn",
          "pandas", "pyarrow")
@@ -83,6 +83,18 @@ def test_daily_dag_is_a_data_interval_dag(dagbag):
     assert [t.task_id for t in dag.topological_sort()][:5] == [
         "ingest_commits", "build_features", "register_features", "materialize_online", "check_parity"]
     assert dag.task_dict["publish_metrics"].trigger_rule == "all_done"
+
+
+def test_stream_consistency_dag_checks_its_data_interval(dagbag):
+    """Hourly data intervals; both checks take the interval from Airflow (never the clock); metrics always published."""
+    from airflow.sdk import CronDataIntervalTimetable
+
+    dag = dagbag.dags["stream_consistency_hourly"]
+    assert isinstance(dag.timetable, CronDataIntervalTimetable) and dag.catchup is False
+    assert dag.task_dict["publish_metrics"].trigger_rule == "all_done"
+    assert set(dag.task_dict["publish_metrics"].upstream_task_ids) == {"reconcile_stream_lake", "replay_fetches"}
+    text = (DAGS_FOLDER / "stream_consistency_hourly.py").read_text()
+    assert "now(" not in text and "_interval(data_interval_start, data_interval_end)" in text
 
 
 def test_a_run_works_on_the_utc_day_of_its_interval_end():

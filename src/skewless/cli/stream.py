@@ -1,4 +1,5 @@
-"""The fresh path's commands: ``skewless events push|serve`` (the intake) and ``skewless stream run|rebuild``."""
+"""The fresh path's commands: ``skewless events push|serve`` (the intake) and ``skewless stream run|rebuild-online|
+reconcile|replay-check|fetch`` (the processor, its consistency checks, a logged fetch)."""
 
 from __future__ import annotations
 
@@ -101,3 +102,93 @@ def stream_backfill() -> None:
 
     written, online = run(go)
     typer.echo(f"backfilled {written} commit(s) into the event history; wrote {online} version(s) online")
+
+
+def _instant(option: str, value: Optional[str]):
+    """An ISO 8601 instant with its UTC offset (``2026-12-07T10:00:00Z``), or now (UTC) when not given."""
+    from datetime import datetime, timezone
+
+    if value is None:
+        return datetime.now(timezone.utc)
+    try:
+        at = datetime.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"{option} {value!r} is not an ISO 8601 instant (e.g. 2026-12-07T10:00:00Z)") from None
+    if at.tzinfo is None:
+        raise typer.BadParameter(f"{option} {value!r} has no UTC offset: add Z (UTC) or +HH:MM")
+    return at.astimezone(timezone.utc)
+
+
+Record = Annotated[bool, typer.Option("--record", help="Record the result for monitoring (the exporter serves it), "
+                                                      "as the stream_consistency_hourly DAG does.")]
+
+
+@stream_app.command("reconcile")
+def stream_reconcile(
+    until: Annotated[Optional[str], typer.Option(
+        help="Check the events that arrived before this instant (ISO 8601 with offset; default: now).")] = None,
+    record: Record = False,
+) -> None:
+    """Check that every settled event of the log landed exactly once in abukix.commit_events and that abukix.commits
+    holds what the versions say; exit 1 on any disagreement (runbooks/stream-lake-reconciliation-failed.md)."""
+    from skewless.stream import reconcile as stage
+
+    at = _instant("--until", until)
+    result = run(lambda: stage.reconcile(at))
+    typer.echo(result)
+    if record:
+        from skewless.ops import consistency
+
+        run(lambda: consistency.record_reconciliation(result.record()))
+        typer.echo("recorded for monitoring")
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+@stream_app.command("replay-check")
+def stream_replay_check(
+    since: Annotated[Optional[str], typer.Option(
+        help="First request time to replay (ISO 8601 with offset; default: one hour before --until).")] = None,
+    until: Annotated[Optional[str], typer.Option(
+        help="Replay fetches logged before this instant (ISO 8601 with offset; default: now).")] = None,
+    service: Annotated[Optional[str], typer.Option(
+        help="Feature service whose logged fetches are replayed (default: the fresh service).")] = None,
+    record: Record = False,
+) -> None:
+    """Replay the logged online fetches of a feature service as the entity rows of a point-in-time
+    get_historical_features; print the mismatch ratio per feature; exit 1 on any mismatch
+    (runbooks/fetch-replay-consistency-failed.md)."""
+    from datetime import timedelta
+
+    from serving import replay
+    from skewless.core.config import NEXT_WEEK_COMMITS_LIVE_SERVICE
+
+    end = _instant("--until", until)
+    start = _instant("--since", since) if since is not None else end - timedelta(hours=1)
+    result = run(lambda: replay.check(start, end, service or NEXT_WEEK_COMMITS_LIVE_SERVICE))
+    typer.echo(result)
+    if record:
+        from skewless.ops import consistency
+
+        run(lambda: consistency.record_replay(result.record()))
+        typer.echo("recorded for monitoring")
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+@stream_app.command("fetch")
+def stream_fetch(
+    entities: Annotated[list[str], typer.Argument(help="Entities (repositories, owner/name) to fetch.")],
+    service: Annotated[Optional[str], typer.Option(
+        help="Feature service to fetch (default: the fresh service).")] = None,
+) -> None:
+    """Fetch a feature service's online features and log them with their request time (the serving log that
+    `skewless stream replay-check` replays); prints one JSON line per entity."""
+    import json
+
+    from serving.fetch import LoggedFetcher
+    from skewless.core.config import NEXT_WEEK_COMMITS_LIVE_SERVICE
+
+    fetcher = run(lambda: LoggedFetcher(service or NEXT_WEEK_COMMITS_LIVE_SERVICE))
+    for row in run(lambda: fetcher.fetch(entities)):
+        typer.echo(json.dumps({fetcher.join_key: row.entity, "ts": row.ts.isoformat(), **row.features}))

@@ -108,6 +108,22 @@ def _order(row: dict[str, Any]) -> tuple[int, int]:
     return (arrived if isinstance(arrived, int) else epoch_us(arrived)), int(row["seq"])
 
 
+def arrival_order(row: dict[str, Any]) -> tuple[int, int]:
+    """The arrival order of a version or an event (``arrived_at``, then log sequence; ADR 0017)."""
+    return _order(row)
+
+
+def is_duplicate(event: dict[str, Any], versions: Sequence[dict[str, Any]]) -> bool:
+    """Whether landing ``event`` writes nothing: the version before it in arrival order, among ``versions`` (the
+    stored versions of its commit), has the same kind and, for an add, the same values. The rule :func:`land`
+    applies; the stream/lake reconciliation (``skewless.stream.reconcile``) applies it again."""
+    before = [v for v in versions if _order(v) < _order(event)]
+    if not before:
+        return False
+    prev = max(before, key=_order)
+    return prev["kind"] == event["kind"] and (event["kind"] == "retract" or _values(prev) == _values(event))
+
+
 def land(events: Sequence[dict[str, Any]], known_at: datetime, p: Profile | None = None) -> Landed:
     """Apply delivered events (dicts with ``seq`` added) to the lake; see the module docstring.
 
@@ -135,10 +151,7 @@ def land(events: Sequence[dict[str, Any]], known_at: datetime, p: Profile | None
             if e["seq"] in by_seq:
                 redelivered.append(by_seq[e["seq"]])
                 continue
-            before = [v for v in versions.get(key, []) if _order(v) < _order(e)]
-            prev = max(before, key=_order) if before else None
-            if prev is not None and prev["kind"] == e["kind"] and (
-                    e["kind"] == "retract" or _values(prev) == _values(e)):
+            if is_duplicate(e, versions.get(key, [])):
                 duplicates += 1  # re-delivered by the sender, re-pushed, or a retraction of a retracted commit
                 continue
             row = {c: e.get(c) for c in EVENTS_ARROW_SCHEMA.names}
@@ -218,6 +231,34 @@ def _level_commits(p: Profile, keys: set) -> int | None:
                         COMMIT_RETRIES, e)
             time.sleep(random.uniform(0.02, 0.1) * attempt)
     raise lake.LakeError(f"could not land streamed commits in {COMMITS_TABLE} after {COMMIT_RETRIES} attempts")
+
+
+def commits_disagreements(versions: pa.Table, keys: set[tuple[str, str]], p: Profile | None = None
+                          ) -> list[tuple[str, str, str]]:
+    """Where ``abukix.commits`` does not hold what the last-arrived of ``versions`` says, for each commit of ``keys``
+    (the levelling rule of :func:`land`): ``(repo, sha, why)``, why one of ``missing`` (an add with no row),
+    ``retracted`` (a row of a retracted commit) or ``values`` (a row with other values)."""
+    p = p or profile()
+    last: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in versions.to_pylist():
+        key = (row["repo"], row["sha"])
+        if key in keys and (key not in last or _order(row) > _order(last[key])):
+            last[key] = row
+    if not last:
+        return []
+    commits = lake.commits_table(p, create=True)
+    held = {(r["repo"], r["sha"]): r for r in _stored(commits, set(last), lake.COMMITS_ARROW_SCHEMA).to_pylist()}
+    out = []
+    for key, row in sorted(last.items()):
+        stored = held.get(key)
+        if row["kind"] == "retract":
+            if stored is not None:
+                out.append((*key, "retracted"))
+        elif stored is None:
+            out.append((*key, "missing"))
+        elif _values(stored) != _values(row):
+            out.append((*key, "values"))
+    return out
 
 
 def read_versions(p: Profile | None = None, repos: Sequence[str] | None = None) -> pa.Table:

@@ -37,7 +37,8 @@ class ViewParity:
         return not any(self.mismatches.values())
 
 
-def _same(a, b) -> bool:
+def same(a, b) -> bool:
+    """Equal as parity judges values: nulls (None, NaN, NA) equal each other, floats within FLOAT_TOLERANCE."""
     a_null = a is None or (isinstance(a, float) and math.isnan(a)) or a is pd.NA
     b_null = b is None or (isinstance(b, float) and math.isnan(b)) or b is pd.NA
     if a_null or b_null:
@@ -87,7 +88,7 @@ def check(sample: int | None = 200, seed: int = 0, p: Profile | None = None, sto
         for e in entities:
             for n in names:
                 a, b = on.at[e, n], off.at[e, n]
-                if not _same(a, b):
+                if not same(a, b):
                     res.mismatches[n] = res.mismatches.get(n, 0) + 1
                     if len(res.examples) < 10:
                         res.examples.append({"entity": e, "feature": n, "online": a, "offline": b})

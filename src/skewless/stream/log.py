@@ -41,6 +41,18 @@ class Delivered:
     event: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class History:
+    """What :meth:`EventLog.history` returns: the events (``Delivered``, oldest first) and the sequence numbers
+    known to be acknowledged. ``first_seq``/``last_seq``: the range the log still holds (events before
+    ``first_seq`` were removed by its retention)."""
+
+    events: list[Delivered]
+    settled: frozenset[int]
+    first_seq: int
+    last_seq: int
+
+
 def encode(event: dict[str, Any]) -> bytes:
     return json.dumps(event, separators=(",", ":"), sort_keys=True).encode()
 
@@ -76,6 +88,12 @@ class EventLog(ABC):
     @abstractmethod
     def pending(self) -> int:
         """Events published and not yet acknowledged."""
+
+    @abstractmethod
+    def history(self) -> "History":
+        """Every event the log holds, oldest first, with which of them are settled (acknowledged), read without
+        consuming anything (no delivery, no acknowledgement, no consumer lock): for the stream/lake
+        reconciliation (:mod:`skewless.stream.reconcile`). The settled set is read first, then the events."""
 
     def close(self) -> None:
         pass
@@ -144,6 +162,16 @@ class SqliteEventLog(EventLog):
     def pending(self) -> int:
         return self._con.execute(
             "SELECT count(*) FROM events WHERE seq NOT IN (SELECT seq FROM acked)").fetchone()[0]
+
+    def history(self) -> History:
+        self._con.execute("BEGIN")  # one read snapshot (WAL): the acked set and the events of the same instant
+        try:
+            settled = frozenset(s for (s,) in self._con.execute("SELECT seq FROM acked"))
+            rows = self._con.execute("SELECT seq, body FROM events ORDER BY seq").fetchall()
+        finally:
+            self._con.execute("COMMIT")
+        events = [Delivered(seq, decode(body)) for seq, body in rows]
+        return History(events, settled, events[0].seq if events else 0, events[-1].seq if events else 0)
 
     def close(self) -> None:
         self._con.close()

@@ -38,7 +38,7 @@ from nats.js.api import (AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPoli
                          StreamConfig)
 
 from skewless.core.errors import SkewlessError
-from skewless.stream.log import Delivered, EventLog, decode, encode, subject_token
+from skewless.stream.log import Delivered, EventLog, History, decode, encode, subject_token
 
 T = TypeVar("T")
 
@@ -112,6 +112,12 @@ class NatsEventLog(EventLog):
 
     def pending(self) -> int:
         return self._call(self._pending(), self.op_timeout + 5, "pending")
+
+    def history(self) -> History:
+        """The durable consumer's ack floor (every sequence up to it is acknowledged; above it JetStream does not
+        say which are, so they count as unsettled), then every message of the stream through an ephemeral consumer
+        without acknowledgements, deleted afterwards."""
+        return self._call(self._history(), self.op_timeout * 4 + 60, "history")
 
     def close(self) -> None:
         with self._lock:
@@ -312,6 +318,38 @@ class NatsEventLog(EventLog):
     async def _pending(self) -> int:
         info = await self._js.consumer_info(self.stream, self.durable)
         return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
+
+    async def _history(self) -> History:
+        info = await self._js.consumer_info(self.stream, self.durable)
+        floor = int(info.ack_floor.stream_seq) if info.ack_floor else 0
+        state = (await self._js.stream_info(self.stream)).state
+        first, last = int(state.first_seq or 0), int(state.last_seq or 0)
+        events: list[Delivered] = []
+        if state.messages:
+            config = ConsumerConfig(ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL,
+                                    inactive_threshold=60.0)
+            sub = await self._js.pull_subscribe(self.filter, stream=self.stream, config=config)
+            name = config.name
+            try:
+                seen = 0
+                while seen < last:
+                    try:
+                        msgs = await sub.fetch(FETCH_CHUNK, timeout=self.op_timeout)
+                    except asyncio.TimeoutError:
+                        break  # nothing more within the deadline: what was there has been read
+                    for m in msgs:
+                        seq = m.metadata.sequence.stream
+                        if seq <= last:
+                            events.append(Delivered(seq, decode(m.data)))
+                        seen = max(seen, seq)
+            finally:
+                await sub.unsubscribe()
+                try:
+                    await self._js.delete_consumer(self.stream, name)
+                except nats.js.errors.NotFoundError:
+                    pass
+        settled = frozenset(e.seq for e in events if e.seq <= floor)
+        return History(sorted(events, key=lambda d: d.seq), settled, first, last)
 
     async def _drain(self) -> None:
         # close(), not drain(): drain waits for the pull subscription's queue to empty, and the status messages
