@@ -52,7 +52,7 @@ class Sizes:
     stream_seconds: float = 30.0  # duration of the fixed-rate runs
     stream_repos: int = 1_000  # repositories the events are spread over (versions per repository = events / this)
     stream_entity_rows: int = 1_000_000  # entity rows of the live-vs-daily training retrieval
-    stream_reads: int = 2_000  # get_online_features calls per path and entities-per-call size
+    stream_reads: int = 500  # get_online_features calls per path and entities-per-call size
     stream_max_batch: int = 5_000  # the processor's --max-batch (its default)
 
     @property
