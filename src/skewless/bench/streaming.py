@@ -388,7 +388,8 @@ def stream_process(spec: dict[str, Any]) -> dict[str, Any]:
                 done["expected"] = (_child_result(child, spec_path)["sent"])
             return done["expected"] is not None and proc.stats.events >= done["expected"]
 
-        stats = proc.run(idle_timeout=0.05, stop=stop, on_batch=on_batch)
+        # the fetch wait of `skewless stream run` (its default): how long a batch may fill before it is applied
+        stats = proc.run(stop=stop, on_batch=on_batch)
         pub = _child_result(child, spec_path)
         pending = proc.log.pending()
     seconds = done["at"] - pub["first_publish"]
