@@ -638,3 +638,31 @@ def test_webhook_with_a_secret_takes_only_signed_requests(home):
         finally:
             server.shutdown()
             server.server_close()
+
+
+def test_landing_reads_the_same_rows_whether_key_lists_prune_files_or_filter_rows(home, monkeypatch):
+    """``lake.events._stored`` applies an IN list longer than pyiceberg's pruning limit to the rows it read instead
+    of binding it per data file (the streaming benchmark's hot path): the rows are the same either way, for repo
+    and sha lists on either side of the limit, in two batches (two data files), with absent keys asked for."""
+    from skewless.lake import events as lake_events
+    from skewless.stream.intake import events_of_table
+
+    t = pq.read_table(SAMPLE_COMMITS)
+    repos = pc.unique(t["repo"]).to_pylist()[:3]
+    rows = pa.concat_tables([t.filter(pc.equal(t["repo"], r)).slice(0, 20) for r in repos])
+    sent = [{**e, "seq": i + 1} for i, e in enumerate(events_of_table(rows, "test"))]
+    now = datetime.now(timezone.utc)
+    lake_events.land(sent[:30], now)
+    lake_events.land(sent[30:], now + timedelta(seconds=1))
+    keys = {(e["repo"], e["sha"]) for e in sent[::2]} | {(repos[0], "0" * 40), ("nobody/none", sent[1]["sha"])}
+    table = lake_events.events_table()
+
+    def stored(limit: int) -> list:
+        monkeypatch.setattr(lake_events, "PRUNING_IN_LIMIT", limit)
+        got = lake_events._stored(table, keys, lake_events.EVENTS_ARROW_SCHEMA)
+        return sorted(got.to_pylist(), key=lambda r: r["seq"])
+
+    pruned = stored(200)  # both lists short: the scan's own filter
+    assert pruned and {(r["repo"], r["sha"]) for r in pruned} >= {(e["repo"], e["sha"]) for e in sent[::2]}
+    assert stored(10) == pruned  # 4 repos (an unknown one too) pruning files, 32 shas filtered after reading
+    assert stored(0) == pruned  # both after reading

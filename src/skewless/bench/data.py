@@ -46,6 +46,14 @@ class Sizes:
     ceiling_variants: tuple[str, ...] = ("resp", "redis-py")
     mat_batch_size: int = 50_000  # the streaming engine's batch_size
     sample_seed: bool = False  # seed from the shipped sample instead of the shared commit history
+    # --- the streaming section (skewless.bench.streaming) ---
+    stream_events: int = 200_000  # events of the full-speed (throughput) runs, broker and processor
+    stream_rate: int = 5_000  # events/s of the fixed-rate (latency) runs: the goal
+    stream_seconds: float = 30.0  # duration of the fixed-rate runs
+    stream_repos: int = 1_000  # repositories the events are spread over (versions per repository = events / this)
+    stream_entity_rows: int = 1_000_000  # entity rows of the live-vs-daily training retrieval
+    stream_reads: int = 500  # get_online_features calls per path and entities-per-call size
+    stream_max_batch: int = 5_000  # the processor's --max-batch (its default)
 
     @property
     def headline(self) -> int:
@@ -54,7 +62,8 @@ class Sizes:
 
 FULL = Sizes("full", 10_000_000, (10_000, 30_000, 100_000, 300_000, 1_000_000), 1_000_000)
 QUICK = Sizes("quick", 12_000, (1_000,), 2_000, stock_nottl_max_rows=1_000, ceiling_variants=("resp",),
-              mat_batch_size=100, sample_seed=True)
+              mat_batch_size=100, sample_seed=True, stream_events=1_500, stream_rate=300, stream_seconds=3.0,
+              stream_repos=20, stream_entity_rows=2_000, stream_reads=60, stream_max_batch=500)
 
 
 def seed_rows(seed_home_table: pa.Table) -> pa.Table:

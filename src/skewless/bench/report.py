@@ -14,6 +14,12 @@ GOALS = {
     "mat_share": 0.5,  # materialization >= 50% of the Redis write ceiling
     "mat_rss_mb": 1000.0,  # ... with peak RSS <= 1 GB
     "online_p99": 3.0,  # get_online_features p99 within 3x raw HMGET (serving's goal; reported here)
+    # the streaming section (issue 16 "Speed")
+    "stream_p99_s": 1.0,  # event arrival -> visible online, p99 <= 1 s ...
+    "stream_rate": 5_000,  # ... at >= 5,000 events/s
+    "stream_share": 0.5,  # one processor >= 50% of the broker's own publish -> consume throughput
+    "fresh_read": 1.5,  # a live-service online read <= 1.5x a daily-service read of the same entity count
+    "fresh_training": 2.0,  # live-view training retrieval <= 2x the daily view's on the same rows
 }
 
 
@@ -84,6 +90,9 @@ def summary(results: dict[str, Any]) -> dict[str, Any]:
                 "same_as_single_redis": c["same_as_single_redis"],
                 "met": share >= GOALS["mat_share"] and bool(c["identical"]),
             }
+    if results.get("streaming"):
+        s["streaming"] = streaming_summary(results["streaming"])
+        s["goals"].update(s["streaming"]["goals"])
     on = results.get("online")
     if on and on["ok"]:
         r = on["result"]
@@ -93,6 +102,148 @@ def summary(results: dict[str, Any]) -> dict[str, Any]:
         s["goals"]["online"]["met_100"] = s["goals"]["online"]["p99_ratio_100"] <= GOALS["online_p99"]
         s["goals"]["online"]["met"] = s["goals"]["online"]["met_1"] and s["goals"]["online"]["met_100"]
     return s
+
+
+def _err(o: Optional[dict[str, Any]]) -> str:
+    """A path's error on one table line (no pipes, no newlines)."""
+    return str((o or {}).get("error")).replace("|", "/").replace("\n", " ")
+
+
+def _ok(o: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
+    """A worker outcome's result, None when it did not finish."""
+    return o["result"] if o and o.get("ok") else None
+
+
+def _ratio(a: Optional[float], b: Optional[float]) -> Optional[float]:
+    return a / b if a is not None and b else None
+
+
+def streaming_summary(st: dict[str, Any]) -> dict[str, Any]:
+    """The streaming section's figures and goal checks, every ratio computed from the two measured numbers."""
+    bt, pt = _ok(st.get("broker_throughput")), _ok(st.get("processor_throughput"))
+    bl, pl = _ok(st.get("broker_latency")), _ok(st.get("processor_latency"))
+    on, tr = _ok(st.get("online")), st.get("training") or {}
+    out: dict[str, Any] = {
+        "broker_events_per_s": bt and bt["events_per_s"], "processor_events_per_s": pt and pt["events_per_s"],
+        "broker_latency": bl and bl["latency"], "processor_lag": pl and pl["lag"], "probe": pl and pl["probe"],
+        "processor_rate_achieved": pl and pl["events_per_s"], "goals": {},
+    }
+    out["share_of_broker"] = _ratio(out["processor_events_per_s"], out["broker_events_per_s"])
+    g = out["goals"]
+    if out["share_of_broker"] is not None:
+        g["stream_throughput"] = {"share": out["share_of_broker"],
+                                  "met": out["share_of_broker"] >= GOALS["stream_share"]}
+    if pl and pl["probe"].get("n") and pl["lag"].get("n"):
+        p99 = max(pl["probe"]["p99_s"], pl["lag"]["p99_s"])
+        g["stream_latency"] = {"rate": pl["rate"], "achieved": pl["events_per_s"], "probe_p99_s": pl["probe"]["p99_s"],
+                               "lag_p99_s": pl["lag"]["p99_s"], "all_probes_seen": pl["probes_seen"] == pl["probes_sent"],
+                               "met": p99 <= GOALS["stream_p99_s"] and pl["rate"] >= GOALS["stream_rate"]
+                               and pl["events_per_s"] >= GOALS["stream_rate"] and pl["probes_seen"] == pl["probes_sent"]}
+    if on:
+        out["read_ratio"] = {b: _ratio(on[f"live_{b}"]["p99_ms"], on[f"daily_{b}"]["p99_ms"]) for b in (1, 100)}
+        out["read_ratio_p50"] = {b: _ratio(on[f"live_{b}"]["p50_ms"], on[f"daily_{b}"]["p50_ms"]) for b in (1, 100)}
+        g["fresh_read"] = {"p99_ratio_1": out["read_ratio"][1], "p99_ratio_100": out["read_ratio"][100],
+                           "met": all(r is not None and r <= GOALS["fresh_read"] for r in out["read_ratio"].values())}
+    live, daily = _ok(tr.get("live")), _ok(tr.get("daily"))
+    if live and daily:
+        out["training_ratio"] = _ratio(live["seconds"], daily["seconds"])
+        out["training_rss_ratio"] = _ratio(tr["live"]["peak_rss_mb"], tr["daily"]["peak_rss_mb"])
+        g["fresh_training"] = {"time_ratio": out["training_ratio"], "entity_rows": tr["entity_rows"],
+                               "met": out["training_ratio"] <= GOALS["fresh_training"]
+                               and live["rows"] == daily["rows"] == tr["entity_rows"]}
+    return out
+
+
+def _ms(p: Optional[dict[str, Any]], key: str) -> str:
+    return "–" if not p or key not in p else f"{p[key] * 1000:,.0f}"
+
+
+def streaming_section(results: dict[str, Any], s: dict[str, Any]) -> list[str]:
+    """The Markdown lines of the streaming section (none when it did not run)."""
+    st = results.get("streaming")
+    if not st:
+        return []
+    sm = s["streaming"]
+    prep = st.get("prepare", {})
+    lines = [
+        "## The fresh path: stream processor vs the broker's own limit (JetStream)", "",
+        f"A production deployment of its own (JetStream stream, PostgreSQL catalog and registry, Redis online store). "
+        f"Events: the shipped sample's commits cloned into {st['repos']:,} repositories under new shas, checked by "
+        f"the intake's rules; a publisher process and a consumer process. Broker: plain nats-py, the same bodies, "
+        f"PubAcks gathered per 4,000, a durable pull consumer fetching up to 5,000 and acknowledging them (the "
+        f"protocol of `skewless.stream.nats_log` without skewless). Ours: the intake's log client and one "
+        f"`skewless stream run` processor (`--max-batch {st['max_batch']:,}`): land in `abukix.commit_events` and "
+        f"`abukix.commits`, write the versions online, acknowledge. Throughput: events from the first publish to the "
+        f"last acknowledgement ({st['events']:,} events, full speed). Latency: {st['rate']:,} events/s for "
+        f"{st['seconds']:g} s; broker: publish -> delivered; processor: arrival -> written online, every event; probe: "
+        f"a commit every 0.5 s in a repository of its own, arrival -> visible in `get_online_features` (polled every "
+        f"25 ms by the publisher process).", "",
+        "| path | events | events/s | share of broker | latency p50 / p99 / max (ms) |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for key, label in (("broker_throughput", "broker: publish -> consume, full speed"),
+                       ("processor_throughput", "processor: publish -> landed, online, acked, full speed"),
+                       ("broker_latency", f"broker at {st['rate']:,}/s"),
+                       ("processor_latency", f"processor at {st['rate']:,}/s: arrival -> written online"),
+                       ("probe", f"probe at {st['rate']:,}/s: arrival -> visible in get_online_features")):
+        o = st.get(key) if key != "probe" else st.get("processor_latency")
+        r = _ok(o)
+        if r is None:
+            lines.append(f"| {label} | did not finish: {_err(o)} | | | |")
+            continue
+        lat = r.get("probe") if key == "probe" else r.get("lag") or r.get("latency")
+        events = r["probes_seen"] if key == "probe" else r["events"]
+        share = _ratio(r["events_per_s"], sm["broker_events_per_s"]) if key == "processor_throughput" else None
+        rate = "–" if key == "probe" else f"{r['events_per_s']:,.0f}"
+        lines.append(f"| {label} | {events:,} | {rate} | {_f(share, '{:.0%}')} | "
+                     f"{_ms(lat, 'p50_s')} / {_ms(lat, 'p99_s')} / {_ms(lat, 'max_s')} |")
+    pt, pl = _ok(st.get("processor_throughput")), _ok(st.get("processor_latency"))
+    for r, what in ((pt, "full speed"), (pl, f"{st['rate']:,}/s")):
+        if r:
+            spent = ", ".join(f"{k} {v:.1f} s" for k, v in sorted(r["stage_seconds"].items()))
+            lines += ["", f"Processor at {what}: {r['batches']} batches, {r['events']:,} events, {r['versions']:,} versions "
+                      f"written, {r['pending_after']} pending after; time by stage: {spent}; landing "
+                      f"{r['land_ms_per_event_first']:.2f} ms per event in the first batches, "
+                      f"{r['land_ms_per_event_last']:.2f} ms in the last."]
+            if r.get("probe_errors"):
+                lines.append(f"Probe errors: {r['probe_errors']}.")
+    sq = _ok(st.get("sqlite_log"))
+    if sq:
+        lines += ["", f"Local profile's SQLite event log, raw: publish {sq['publish_per_s']:,.0f} events/s, fetch + ack "
+                  f"{sq['consume_per_s']:,.0f} events/s ({sq['events']:,} events, one process)."]
+    on = _ok(st.get("online"))
+    lines += ["", f"### Online reads: live service vs daily service ({prep.get('repos', st['repos']):,} repositories)",
+              ""]
+    if on:
+        lines += ["`get_online_features` of `next_week_commits_live_v1` (read-time window merge over every version "
+                  f"held; about {st['prepare']['events'] // max(1, st['repos']):,} versions per repository) against "
+                  "`next_week_commits_v1` (materialized daily values), the same entity rows per call, alternated, in "
+                  "one process, sequential calls after a warm-up.", "",
+                  "| entities per call | live p50 / p99 (ms) | daily p50 / p99 (ms) | p99 ratio |", "|---:|---:|---:|---:|"]
+        for b in (1, 100):
+            lv, dv = on[f"live_{b}"], on[f"daily_{b}"]
+            lines.append(f"| {b} | {lv['p50_ms']:.2f} / {lv['p99_ms']:.2f} | {dv['p50_ms']:.2f} / {dv['p99_ms']:.2f} | "
+                         f"{_f(sm['read_ratio'][b])} |")
+    else:
+        lines.append(f"Did not finish: {_err(st.get('online'))}")
+    tr = st.get("training") or {}
+    if tr:
+        lines += ["", f"### Training retrieval: live view vs daily view ({tr['entity_rows']:,} entity rows)", "",
+                  "`get_historical_features` of every feature of `repo_activity_live` (one DuckDB query over "
+                  "`abukix.commit_events`, as known at T) and of `repo_activity` (Iceberg offline store), the same "
+                  "entity rows (repositories of the stream, instants from the first streamed event to an hour after "
+                  "the last), one process each.", "",
+                  "| view | time (s) | CPU (s) | peak RSS (MB) | rows | time ratio |", "|---|---:|---:|---:|---:|---:|"]
+        for view in ("daily", "live"):
+            o = tr.get(view)
+            r = _ok(o)
+            if r is None:
+                lines.append(f"| {view} | did not finish: {_err(o)} | | | | |")
+                continue
+            ratio = sm.get("training_ratio") if view == "live" else 1.0
+            lines.append(f"| {view} | {r['seconds']:.2f} | {r['cpu_seconds']:.1f} | {o['peak_rss_mb']:.0f} | "
+                         f"{r['rows']:,} | {_f(ratio)} |")
+    return lines + [""]
 
 
 def _f(x: Optional[float], fmt: str = "{:.2f}") -> str:
@@ -151,26 +302,9 @@ def _verdict(ok: bool) -> str:
     return "**met**" if ok else "**NOT met**"
 
 
-def markdown(results: dict[str, Any], command: str) -> str:
-    """The report as Markdown."""
-    s = summary(results)
-    run, data = results["run"], results["data"]
-    hist, mat = data["hist"], data["mat"]
+def historical_section(results: dict[str, Any], s: dict[str, Any], hist: dict[str, Any]) -> list[str]:
+    """The Markdown lines of the historical retrieval curve."""
     lines = [
-        f"# skewless benchmark ({run['sizes']['name']})",
-        "",
-        f"Command: `{command}`  ",
-        f"Started {run['started']}, finished {run.get('finished', '?')}; {run['machine']['cores']} cores, "
-        f"{run['machine']['memory_gb']} GB; load average before {tuple(round(x, 1) for x in run['machine']['load_before'])}"
-        f", after {tuple(round(x, 1) for x in run.get('load_after', ()))}.  ",
-        "Versions: " + ", ".join(f"{k} {v}" for k, v in run["versions"].items()) + ".  ",
-        f"Feature table: {hist['rows']:,} rows of `repo_activity` ({hist['entities']:,} repositories, "
-        f"{hist['data_files']} data files), scaled from {data['seed']['rows']:,} real rows "
-        f"({data['seed']['repos']} repositories of {', '.join(Path(x).name for x in data['seed']['sources'])}).  ",
-        f"Times are the timed section of each path (best of {run['repeats']} at the headline size), in a fresh "
-        "process per path; peak RSS is that process's (imports included). Stock Feast is stopped at "
-        f"{run['cap_mb'] / 1000:.0f} GB RSS or {run['timeout_s']:.0f} s.",
-        "",
         "## get_historical_features over Iceberg",
         "",
         "| case | entity rows | path | time (s) | CPU (s) | peak RSS (MB) | RSS before (MB) | time / raw | RSS / raw |"
@@ -197,6 +331,38 @@ def markdown(results: dict[str, Any], command: str) -> str:
               "(unlimited look-back). "
               "`raw`: one DuckDB ASOF JOIN over the table's Parquet files; `identical`: the same rows and values "
               "as every other path that finished (sorted by row_id).", ""]
+    return lines
+
+
+def markdown(results: dict[str, Any], command: str) -> str:
+    """The report as Markdown."""
+    s = summary(results)
+    run, data = results["run"], results.get("data")
+    lines = [
+        f"# skewless benchmark ({run['sizes']['name']})",
+        "",
+        f"Command: `{command}`  ",
+        f"Started {run['started']}, finished {run.get('finished', '?')}; {run['machine']['cores']} cores, "
+        f"{run['machine']['memory_gb']} GB; load average before {tuple(round(x, 1) for x in run['machine']['load_before'])}"
+        f", after {tuple(round(x, 1) for x in run.get('load_after', ()))}.  ",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in run["versions"].items()) + ".  ",
+    ]
+    hist = mat = {}
+    if data:  # the scaled feature tables of the historical and materialization sections
+        hist, mat = data["hist"], data["mat"]
+        lines += [
+            f"Feature table: {hist['rows']:,} rows of `repo_activity` ({hist['entities']:,} repositories, "
+            f"{hist['data_files']} data files), scaled from {data['seed']['rows']:,} real rows "
+            f"({data['seed']['repos']} repositories of {', '.join(Path(x).name for x in data['seed']['sources'])}).  ",
+        ]
+    lines += [
+        f"Times are the timed section of each path (best of {run['repeats']} at the headline size), in a fresh "
+        "process per path; peak RSS is that process's (imports included). Stock Feast is stopped at "
+        f"{run['cap_mb'] / 1000:.0f} GB RSS or {run['timeout_s']:.0f} s.",
+        "",
+    ]
+    if results.get("historical"):
+        lines += historical_section(results, s, hist)
     m = results.get("materialization")
     if m:
         sm = s["materialization"]
@@ -253,6 +419,7 @@ def markdown(results: dict[str, Any], command: str) -> str:
                          f"{f['p99_ms'] / w['p99_ms']:.1f} |")
         lines.append("")
     lines += cluster_section(results, s)
+    lines += streaming_section(results, s)
     lines += ["## Goals", ""]
     if run["sizes"]["name"] != "full":
         lines += ["(Quick sizes: fixed costs dominate, so these checks are indicative only; the goals are defined "
@@ -274,6 +441,24 @@ def markdown(results: dict[str, Any], command: str) -> str:
         lines.append(f"- materialization into a Redis Cluster ({x['masters']} masters): {x['share_of_ceiling']:.0%} of "
                      f"the same cluster's write ceiling (the single-Redis goal, >= 50%), identical states: "
                      f"{x['identical']}: {_verdict(x['met'])}")
+    x = g.get("stream_latency")
+    if x:
+        lines.append(f"- fresh path latency: arrival -> visible online p99 {x['probe_p99_s'] * 1000:,.0f} ms (probe), "
+                     f"arrival -> written online p99 {x['lag_p99_s'] * 1000:,.0f} ms (every event), at {x['rate']:,} "
+                     f"events/s offered, {x['achieved']:,.0f} held (goal: p99 <= 1 s at >= 5,000 events/s): "
+                     f"{_verdict(x['met'])}")
+    x = g.get("stream_throughput")
+    if x:
+        lines.append(f"- one processor's throughput: {x['share']:.0%} of the broker's own publish -> consume rate "
+                     f"(goal >= 50%): {_verdict(x['met'])}")
+    x = g.get("fresh_read")
+    if x:
+        lines.append(f"- fresh online read: p99 {_f(x['p99_ratio_1'])}x the daily read for 1 entity, "
+                     f"{_f(x['p99_ratio_100'])}x for 100 (goal <= 1.5x): {_verdict(x['met'])}")
+    x = g.get("fresh_training")
+    if x:
+        lines.append(f"- fresh training retrieval: {x['time_ratio']:.2f}x the daily view's time on the same "
+                     f"{x['entity_rows']:,} entity rows (goal <= 2x; full size 1,000,000): {_verdict(x['met'])}")
     x = g.get("online")
     if x:
         lines.append(f"- online (serving's goal, measured here; goal <= 3x raw HMGET): get_online_features p99 "
@@ -305,6 +490,8 @@ def plot(results: dict[str, Any], path: Path) -> Optional[Path]:
                       label=f"{name} ({case})")
             ax_m.plot(xs, [b["rss"] / 1000 for _, b in pts], style, marker="o", color=colors[name],
                       label=f"{name} ({case})")
+    if not results.get("historical"):
+        return None
     rows = results["data"]["hist"]["rows"]
     for ax, title, unit in ((ax_t, "time of get_historical_features", "seconds"),
                             (ax_m, "peak RSS of the process", "GB")):

@@ -46,6 +46,8 @@ TTL_VIEW = "repo_activity_ttl1d"
 NOTTL_VIEW = "repo_activity_nottl"
 MAT_VIEW = "repo_activity_wide"  # 10 features: the issue's materialization size (bench.data.wide_table)
 SERVICE = config.NEXT_WEEK_COMMITS_SERVICE
+DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432"
+DEFAULT_NATS = "nats://127.0.0.1:4222"
 OFFLINE = {"skewless": "skewless.feast_ext.offline.IcebergOfflineStore", "stock": "duckdb"}
 STREAMING = "skewless.feast_ext.materialize.StreamingComputeEngine"
 
@@ -93,14 +95,17 @@ class Runner:
         (workdir / "specs").mkdir(parents=True, exist_ok=True)
         (workdir / "logs").mkdir(parents=True, exist_ok=True)
 
-    def env(self, home: Path) -> dict[str, str]:
+    def env(self, home: Path, profile_env: Optional[dict[str, str]] = None) -> dict[str, str]:
+        """The worker's environment: the local profile in ``home``, or the profile ``profile_env`` describes."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("SKEWLESS_", "FEAST_FS_YAML"))}
-        env.update(config.profile({"SKEWLESS_ENV": "local", "SKEWLESS_HOME": str(home)}).feast_env())
+        wanted = {"SKEWLESS_ENV": "local", "SKEWLESS_HOME": str(home), **(profile_env or {})}
+        env.update(config.profile(wanted).feast_env())
         env["PYTHONUNBUFFERED"] = "1"
         return env
 
     def run(self, label: str, spec: dict[str, Any], home: Path, cap_mb: Optional[float] = None,
-            timeout_s: Optional[float] = None, stop_when: Optional[Callable[[], bool]] = None) -> Outcome:
+            timeout_s: Optional[float] = None, stop_when: Optional[Callable[[], bool]] = None,
+            profile_env: Optional[dict[str, str]] = None) -> Outcome:
         """Run one worker; kill it past the cap/timeout, or when ``stop_when()`` turns true (a deliberate kill)."""
         slug = label.replace(" ", "_").replace("/", "_")
         spec_path = self.workdir / "specs" / f"{slug}.json"
@@ -112,7 +117,7 @@ class Runner:
         log = open(self.workdir / "logs" / f"{slug}.log", "w")
         t0 = time.perf_counter()
         proc = subprocess.Popen([sys.executable, "-m", "skewless.bench.worker", str(spec_path)],
-                                env=self.env(home), stdout=log, stderr=subprocess.STDOUT)
+                                env=self.env(home, profile_env), stdout=log, stderr=subprocess.STDOUT)
         reason, seen_mb = None, 0.0
         while True:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
@@ -235,8 +240,11 @@ def _same_frames(paths: dict[str, Path]) -> dict[str, Any]:
 
 
 #: The sections of a run, in order: get_historical_features (vs raw ASOF JOIN and stock), then materialization
-#: (vs the Redis ceiling and stock) followed by online reads.
-SECTIONS = ("historical", "materialization")
+#: (vs the Redis ceiling and stock) followed by online reads; then the fresh path against the broker's own limit
+#: (:mod:`skewless.bench.streaming`).
+SECTIONS = ("historical", "materialization", "streaming")
+#: The sections that need the scaled feature tables (:meth:`Bench.prepare`).
+TABLE_SECTIONS = ("historical", "materialization")
 
 
 class Bench:
@@ -244,8 +252,11 @@ class Bench:
 
     def __init__(self, sizes: Sizes, workdir: Path, redis_host: str, redis_port: int, redis_db: int,
                  repeats: int, cap_mb: float, timeout_s: float, echo: Callable[[str], None],
-                 cluster: bool = True) -> None:
+                 cluster: bool = True, pg: str = DEFAULT_PG, nats: str = DEFAULT_NATS) -> None:
         self.sizes = sizes
+        #: PostgreSQL server (no database) and NATS server of the streaming section's own deployment
+        self.pg = pg.rstrip("/")
+        self.nats = nats
         self.with_cluster = cluster
         self.workdir = workdir
         self.redis = (redis_host, redis_port, redis_db)
@@ -258,7 +269,9 @@ class Bench:
     def prepare(self) -> None:
         w = self.workdir
         sources = [str(s) for s in ([config.SAMPLE_COMMITS] if self.sizes.sample_seed else config.commit_sources())]
-        stamp = {"sources": sources, "sizes": asdict(self.sizes), "views": [TTL_VIEW, NOTTL_VIEW, MAT_VIEW],
+        # the tables do not depend on the streaming section's sizes: changing those must not rebuild them
+        sizes = {k: v for k, v in asdict(self.sizes).items() if not k.startswith("stream_")}
+        stamp = {"sources": sources, "sizes": sizes, "views": [TTL_VIEW, NOTTL_VIEW, MAT_VIEW],
                  "mtimes": [os.path.getmtime(s) for s in sources if os.path.exists(s)]}
         stamp = json.loads(json.dumps(stamp))  # as stored: tuples of the sizes read back as lists
         stamp_path = w / "data.json"
@@ -511,9 +524,23 @@ class Bench:
         t = lake.load_table(REPO_ACTIVITY.identifier, p).scan(selected_fields=(key,), limit=200_000).to_arrow()
         return pc.unique(t[key]).to_pylist()[:20_000]
 
+    # --- the fresh path -----------------------------------------------------------------------------------------
+    def streaming(self) -> None:
+        """The stream processor against JetStream's own figures, live vs daily reads and training retrieval
+        (:mod:`skewless.bench.streaming`), in a deployment of its own on the bench's Redis database."""
+        from skewless.bench import streaming
+
+        client = self._redis_client()
+        host, port, db = self.redis
+        if client.dbsize():
+            raise BenchError(f"Redis {host}:{port} database {db} is not empty; the benchmark writes and flushes it — "
+                             "choose an empty one with --redis-db")
+        self.results["streaming"] = streaming.run_section(self, client, self._need)
+
     # --- everything ---------------------------------------------------------------------------------------------
     def run(self, sections: tuple[str, ...] = SECTIONS) -> dict[str, Any]:
-        """Prepare the data, then run ``sections`` (``historical``, ``materialization``: with online reads)."""
+        """Prepare the data (for ``historical``/``materialization``), then run ``sections`` (``historical``,
+        ``materialization``: with online reads, ``streaming``)."""
         unknown = sorted(set(sections) - set(SECTIONS))
         if unknown or not sections:
             raise BenchError(f"unknown benchmark section(s) {unknown or sections!r}; choose from {', '.join(SECTIONS)}")
@@ -527,12 +554,15 @@ class Bench:
             "timeout_s": self.runner.timeout_s,
         }
         self.results["run"]["sections"] = list(sections)
-        self.prepare()
+        if set(sections) & set(TABLE_SECTIONS):
+            self.prepare()
         if "historical" in sections:
             self.historical()
         if "materialization" in sections:
             self.materialization()
             self.cluster_materialization()
+        if "streaming" in sections:
+            self.streaming()
         self.results["run"]["finished"] = datetime.now(timezone.utc).isoformat()
         self.results["run"]["load_after"] = os.getloadavg()
         return self.results

@@ -11,31 +11,14 @@ The raw paths import neither Feast nor skewless's Feast extensions: they are wha
 from __future__ import annotations
 
 import json
-import resource
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
-_KB = 1024
+from skewless.bench import streaming
 
-
-def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * _KB / 1e6
-
-
-@contextmanager
-def measured(result: dict[str, Any]) -> Iterator[None]:
-    """Record the wall and CPU seconds of the block, and the peak RSS before it, into ``result``."""
-    result["rss_before_mb"] = _rss_mb()
-    r0 = resource.getrusage(resource.RUSAGE_SELF)
-    t0 = time.perf_counter()
-    yield
-    result["seconds"] = time.perf_counter() - t0
-    r1 = resource.getrusage(resource.RUSAGE_SELF)
-    result["cpu_seconds"] = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
-    result["peak_rss_mb"] = _rss_mb()
+from skewless.bench.measure import _rss_mb, measured  # noqa: F401 (measured: the paths' timed section)
 
 
 # --- data preparation -----------------------------------------------------------------------------------------------
@@ -387,6 +370,7 @@ TASKS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "materialize": materialize,
     "ceiling": ceiling,
     "online": online,
+    **streaming.TASKS,
 }
 
 

@@ -24,10 +24,24 @@ def bench(
     cap_gb: Annotated[float, typer.Option(help="RSS cap per path: stock Feast above it is stopped (DNF).")] = 12.0,
     timeout: Annotated[float, typer.Option(help="Seconds per path before it is stopped (DNF).")] = 900.0,
     only: Annotated[Optional[str], typer.Option(
-        help="Run one section: 'historical' (get_historical_features vs raw DuckDB ASOF JOIN and stock Feast) or "
-             "'materialization' (with online reads).")] = None,
+        help="Run one section: 'historical' (get_historical_features vs raw DuckDB ASOF JOIN and stock Feast), "
+             "'materialization' (with online reads) or 'streaming' (the stream processor vs JetStream's own "
+             "throughput and latency, live vs daily reads and training retrieval).")] = None,
     cluster: Annotated[bool, typer.Option(help="Also materialize into a 3-master Redis Cluster started on free "
                                                "loopback ports (needs redis-server and redis-cli).")] = True,
+    pg: Annotated[str, typer.Option(help="streaming: PostgreSQL server (no database) where the section creates, then "
+                                         "drops, a database of its own.")] = "postgresql+psycopg://postgres@127.0.0.1:5432",
+    nats: Annotated[str, typer.Option(help="streaming: NATS JetStream server (throwaway streams, deleted after).")]
+    = "nats://127.0.0.1:4222",
+    stream_rate: Annotated[Optional[int], typer.Option(help="streaming: events/s of the fixed-rate runs (default "
+                                                            "5000; --quick 300).")] = None,
+    stream_seconds: Annotated[Optional[float], typer.Option(help="streaming: seconds of the fixed-rate runs (default "
+                                                                 "30).")] = None,
+    stream_events: Annotated[Optional[int], typer.Option(help="streaming: events of the full-speed runs (default "
+                                                              "200000).")] = None,
+    stream_entity_rows: Annotated[Optional[int], typer.Option(
+        help="streaming: entity rows of the live-vs-daily training retrieval (default and full size 1000000; "
+             "--quick 2000).")] = None,
 ) -> None:
     """Benchmark skewless's Feast extensions against stock Feast and the raw DuckDB/Redis limits."""
     from skewless import bench as stage
@@ -42,9 +56,20 @@ def bench(
 
     if only is not None and only not in SECTIONS:
         raise typer.BadParameter(f"--only {only!r}: choose one of {', '.join(SECTIONS)}")
-    command = "skewless bench" + (" --quick" if quick else "") + (f" --only {only}" if only else "")
+    import dataclasses
+
+    overrides = {k: v for k, v in (("stream_rate", stream_rate), ("stream_seconds", stream_seconds),
+                                   ("stream_events", stream_events), ("stream_entity_rows", stream_entity_rows))
+                 if v is not None}
+    bad = [k for k, v in overrides.items() if v <= 0]
+    if bad:
+        raise typer.BadParameter(f"--{bad[0].replace('_', '-')} must be positive")
+    sizes = dataclasses.replace(stage.QUICK if quick else stage.FULL, **overrides)
+    command = ("skewless bench" + (" --quick" if quick else "") + (f" --only {only}" if only else "")
+               + "".join(f" --{k.replace('_', '-')} {v:g}" for k, v in overrides.items()))
     _, files = run(lambda: stage.run(quick, work, out_dir, host, int(port), redis_db, repeats, cap_gb, timeout,
                                      echo=lambda m: typer.echo(m, err=True), command=command,
-                                     sections=(only,) if only else None, cluster=cluster))
+                                     sections=(only,) if only else None, cluster=cluster, sizes=sizes,
+                                     pg=pg, nats=nats))
     typer.echo(files["markdown"].read_text())
     typer.echo("wrote " + ", ".join(str(p) for p in files.values()), err=True)

@@ -93,13 +93,37 @@ def _values(row: dict[str, Any]) -> tuple:
     return tuple(out)
 
 
+#: pyiceberg prunes data files by an IN predicate of at most this many values (its ``IN_PREDICATE_LIMIT``); a longer
+#: one prunes nothing but is bound again for every data file, which cost seconds per batch at thousands of shas and
+#: grew with the table (``skewless bench --only streaming``). Such a predicate is applied to the rows read instead.
+PRUNING_IN_LIMIT = 200
+
+
 def _stored(table: "Table", keys: set[tuple[str, str]], schema: pa.Schema) -> pa.Table:
-    from pyiceberg.expressions import And, In
+    """The rows of ``table`` whose repo is one of the keys' repos and whose sha one of their shas."""
+    import pyarrow.compute as pc
+    from pyiceberg.expressions import AlwaysTrue, And, BooleanExpression, In
 
     if table.current_snapshot() is None or not keys:
         return schema.empty_table()
-    repos, shas = sorted({r for r, _ in keys}), sorted({s for _, s in keys})
-    return table.scan(row_filter=And(In("repo", repos), In("sha", shas))).to_arrow().cast(schema)
+    row_filter: BooleanExpression = AlwaysTrue()
+    in_arrow = []
+    for column, values in (("repo", sorted({r for r, _ in keys})), ("sha", sorted({s for _, s in keys}))):
+        if len(values) <= PRUNING_IN_LIMIT:
+            row_filter = And(row_filter, In(column, values))
+        else:
+            in_arrow.append((column, pa.array(values, pa.string())))
+    scan = table.scan(row_filter=row_filter)
+    if not in_arrow:
+        return scan.to_arrow().cast(schema)
+    reader = scan.to_arrow_batch_reader()
+    kept = []
+    for batch in reader:
+        mask = pc.is_in(batch.column(in_arrow[0][0]), value_set=in_arrow[0][1])
+        for column, values in in_arrow[1:]:
+            mask = pc.and_(mask, pc.is_in(batch.column(column), value_set=values))
+        kept.append(batch.filter(mask))
+    return pa.Table.from_batches(kept, schema=reader.schema).cast(schema)
 
 
 def _order(row: dict[str, Any]) -> tuple[int, int]:
@@ -146,6 +170,7 @@ def land(events: Sequence[dict[str, Any]], known_at: datetime, p: Profile | None
         written: list[dict[str, Any]] = []
         redelivered: list[dict[str, Any]] = []
         duplicates = 0
+        names = EVENTS_ARROW_SCHEMA.names  # a property that builds the list: once, not per event
         for e in sorted(events, key=_order):
             key = (e["repo"], e["sha"])
             if e["seq"] in by_seq:
@@ -154,7 +179,7 @@ def land(events: Sequence[dict[str, Any]], known_at: datetime, p: Profile | None
             if is_duplicate(e, versions.get(key, [])):
                 duplicates += 1  # re-delivered by the sender, re-pushed, or a retraction of a retracted commit
                 continue
-            row = {c: e.get(c) for c in EVENTS_ARROW_SCHEMA.names}
+            row = {c: e.get(c) for c in names}
             row["known_at"] = known_at
             versions.setdefault(key, []).append(row)
             by_seq[row["seq"]] = row

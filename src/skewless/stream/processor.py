@@ -47,6 +47,11 @@ class RunStats:
     redelivered: int = 0
     seconds: float = 0.0
     lags: list[float] = field(default_factory=list)  # arrival -> online, seconds, one per delivered event
+    #: wall seconds spent per stage (fetch, land, online, ack): where a batch's time goes (``skewless bench``)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+    def _spent(self, stage: str, since: float) -> None:
+        self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + time.perf_counter() - since
 
     def __str__(self) -> str:
         lag = ""
@@ -96,19 +101,25 @@ class Processor:
         known_at = serving_now()
         m = self.metrics
         m.fetched(len(delivered))
+        st = self.stats
+        t = time.perf_counter()
         with m.stage("land"):
             landed = land(events, known_at, self.p)
+        st._spent("land", t)
         self.ensure_online()
+        t = time.perf_counter()
         with m.stage("online"):
             versions = versions_of(landed.versions)
             for view in STREAM_VIEWS:
                 self.online.write_live_versions(self.store.config, view, versions)
         online_at = serving_now().timestamp()
+        st._spent("online", t)
+        t = time.perf_counter()
         with m.stage("ack"):
             self.log.ack(delivered)
+        st._spent("ack", t)
         lags = [online_at - e["arrived_at"] / 1_000_000 for e in events]
         m.batch(landed.written.num_rows, landed.duplicates, landed.redelivered.num_rows, lags, self.log.pending())
-        st = self.stats
         st.batches += 1
         st.events += len(delivered)
         st.versions += landed.written.num_rows
@@ -123,8 +134,11 @@ class Processor:
         started = time.monotonic()
         try:
             while not stop():
+                t = time.perf_counter()
                 with self.metrics.stage("fetch"):
                     delivered = self.log.fetch(self.max_batch, idle_timeout)
+                if delivered:  # an idle wait is no fetch cost
+                    self.stats._spent("fetch", t)
                 if not delivered:
                     # --once drains: it returns when nothing is unacknowledged (events a killed processor held come
                     # back after the broker's ack wait), not at the first empty fetch
