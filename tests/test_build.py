@@ -181,15 +181,26 @@ def test_a_new_feature_evolves_the_table_and_backfills_its_whole_history(home, s
     assert got["commits_last_30d"].tolist() == want["commits_last_30d"].tolist()
 
 
-def test_a_column_added_by_hand_without_history_is_backfilled(home, sample_parquet):
-    """The old README's step 3 (add the column with update_schema): the build now computes its history."""
+def test_a_column_added_by_hand_without_history_is_refused_online_then_backfilled(home, sample_parquet,
+                                                                                   monkeypatch):
+    """The old README's step 3 (add the column with update_schema): materialization refuses its null history, the
+    build computes it."""
     from pyiceberg.types import LongType
+
+    from skewless.feast_ext.materialize import MaterializationRefused
+    from skewless.features import definitions
 
     ingest.ingest([sample_parquet])
     features.build(date(2026, 8, 1))
     with lake.load_table("features.repo_activity").update_schema() as update:
         update.add_column("commits_8_to_30d", LongType())
-    result = features.build_table(_repo_with(NEW, "commits_last_30d - commits_last_7d"), LAST)
+    evolved = _repo_with(NEW, "commits_last_30d - commits_last_7d")
+    monkeypatch.setattr(definitions, "REPO_ACTIVITY", evolved)
+    feast_ops.apply()
+    with pytest.raises(MaterializationRefused, match="repo_activity:commits_8_to_30d: .*written before its column "
+                                                     "existed.*skewless features build"):
+        feast_ops.materialize(date(2026, 8, 1))
+    result = features.build_table(evolved, LAST)
     assert result.added_columns == () and result.backfilled_columns == ("commits_8_to_30d",)
     assert _rows("repo_activity")["commits_8_to_30d"].notna().all()
 
@@ -215,3 +226,33 @@ def test_a_dropped_or_retyped_column_is_refused_naming_it_and_the_path(home, sam
         features.build_table(changed, LAST)
     assert "features.repo_activity" in str(refused.value)
     assert lake.snapshot_id(lake.load_table("features.repo_activity")) == snapshot  # nothing written
+
+
+def test_materialize_refuses_a_declared_feature_without_a_column_then_serves_it(home, sample_parquet, monkeypatch):
+    """Issue 17: apply and materialize succeeded and online served None for the new feature of every entity."""
+    from skewless.feast_ext.materialize import MaterializationRefused
+    from skewless.features import definitions
+
+    ingest.ingest([sample_parquet])
+    features.build(LAST)
+    feast_ops.apply()
+    feast_ops.materialize(LAST)
+    evolved = _repo_with(NEW, "commits_last_30d - commits_last_7d")
+    monkeypatch.setattr(definitions, "REPO_ACTIVITY", evolved)
+    feast_ops.apply()
+    with pytest.raises(MaterializationRefused, match="feature view repo_activity declares feature commits_8_to_30d "
+                                                     "but Iceberg table features.repo_activity has no column .*"
+                                                     "`skewless features build`"):
+        feast_ops.materialize(LAST)
+    store = feast_ops.feature_store()
+    with pytest.raises(MaterializationRefused, match="commits_8_to_30d"):  # plain Feast goes through the engine
+        store.materialize(start_date=features.day_start(LAST), end_date=features.day_start(LAST),
+                          feature_views=["repo_activity"])
+    features.build_table(evolved, LAST)
+    feast_ops.materialize(LAST)
+    repos = sorted(set(_rows("repo_activity")["repo"]))
+    got = store.get_online_features(
+        features=[f"repo_activity:{n}" for n in ("commits_8_to_30d", "commits_last_30d", "commits_last_7d")],
+        entity_rows=[{"repo": r} for r in repos]).to_dict()
+    assert None not in got["commits_8_to_30d"]
+    assert got["commits_8_to_30d"] == [a - b for a, b in zip(got["commits_last_30d"], got["commits_last_7d"])]

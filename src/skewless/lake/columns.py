@@ -50,10 +50,12 @@ def column_fill(table: "Table", names: Iterable[str], snapshot_id: int | None = 
     from pyiceberg.expressions import AlwaysTrue
 
     names = list(dict.fromkeys(names))
-    snap = table.snapshot_by_id(snapshot_id) if snapshot_id is not None else table.current_snapshot()
-    schema = table.schema()
-    if snap is not None and snap.schema_id is not None:
-        schema = next((s for s in table.schemas().values() if s.schema_id == snap.schema_id), schema)
+    current = table.current_snapshot()
+    snap = table.snapshot_by_id(snapshot_id) if snapshot_id is not None else current
+    schema = table.schema()  # the current snapshot is read with the current schema (as pyiceberg reads it)
+    if snap is not None and current is not None and snap.snapshot_id != current.snapshot_id \
+            and snap.schema_id is not None:
+        schema = table.schemas().get(snap.schema_id, schema)
     ids = {f.name: f.field_id for f in schema.fields}
     if snap is None:
         return {n: ColumnFill(n, n in ids) for n in names}
