@@ -125,9 +125,9 @@ class MaterializationRefused(SkewlessError, ValueError):
 
 
 def unservable_features(fv: Any, table: Any, start: datetime | None = None,
-                        end: datetime | None = None) -> list[str]:
-    """One line per feature of ``fv`` that the Iceberg feature table behind it cannot serve for event times in
-    ``[start, end]``: no column, rows whose values were never computed, or (not nullable) no value at all."""
+                        end: datetime | None = None) -> dict[str, str]:
+    """Feature -> why: the features of ``fv`` that the Iceberg feature table behind it cannot serve for event times
+    in ``[start, end]`` (no column, rows whose values were never computed, or, not nullable, no value at all)."""
     from skewless import features
     from skewless.feast_ext.iceberg_scan import timestamp_bounds_filter
     from skewless.lake.columns import column_fill
@@ -139,19 +139,20 @@ def unservable_features(fv: Any, table: Any, start: datetime | None = None,
     fills = column_fill(table, columns.values(), row_filter=timestamp_bounds_filter(ts, start, end))
     nullable = {f.name for t in features.TABLES if t.name == fv.name for f in t.features if f.nullable}
     ident = ".".join(table.name())
-    out = []
+    out: dict[str, str] = {}
     for feature, column in columns.items():
         fill = fills[column]
         if not fill.exists:
-            out.append(f"feature view {fv.name} declares feature {feature} but Iceberg table {ident} has no column "
-                       f"{column}: run `skewless features build` (it adds the column and backfills its history)")
+            out[feature] = (f"feature view {fv.name} declares feature {feature} but Iceberg table {ident} has no "
+                            f"column {column}: run `skewless features build` (it adds the column and backfills "
+                            "its history)")
         elif fill.uncomputed_rows:
-            out.append(f"feature {fv.name}:{feature}: {fill.files_without} of {fill.files} data files of {ident} "
-                       "were written before its column existed, so their rows hold no value: run `skewless features "
-                       "build` (it backfills the column's history)")
+            out[feature] = (f"feature {fv.name}:{feature}: {fill.files_without} of {fill.files} data files of "
+                            f"{ident} were written before its column existed, so their rows hold no value: run "
+                            "`skewless features build` (it backfills the column's history)")
         elif fill.all_null and feature not in nullable:
-            out.append(f"feature {fv.name}:{feature}: none of the {fill.rows} rows of {ident} for this interval "
-                       "holds a value: run `skewless features build` and check the feature's definition")
+            out[feature] = (f"feature {fv.name}:{feature}: none of the {fill.rows} rows of {ident} read holds a "
+                            "value: run `skewless features build` and check the feature's definition")
     return out
 
 
@@ -160,7 +161,7 @@ def refuse_unservable(fv: Any, table: Any, start: datetime | None = None, end: d
     problems = unservable_features(fv, table, start, end)
     if problems:
         raise MaterializationRefused("materialization refused, the online store would serve null: "
-                                     + "; ".join(problems))
+                                     + "; ".join(problems.values()))
 
 
 def online_features(table: Any) -> set[str] | None:
