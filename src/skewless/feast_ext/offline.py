@@ -49,7 +49,7 @@ import logging
 import os
 import tempfile
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Callable, Iterator, List, Literal, Optional, Union
 
 import numpy as np
@@ -66,7 +66,7 @@ from feast.on_demand_feature_view import OnDemandFeatureView
 from feast.repo_config import RepoConfig
 from feast.saved_dataset import SavedDatasetStorage
 
-from skewless.core.days import from_epoch_us
+from skewless.core.days import epoch_us, from_epoch_us
 from skewless.feast_ext.iceberg_scan import IcebergScan, quote, timestamp_bounds_filter
 from skewless.feast_ext.live import historical_sql, live_table
 
@@ -311,17 +311,14 @@ def _check_retrieval(entities: _Entities, cfg: Any, plans: list[_ViewPlan] = (),
         retrieval.report(retrieval.naive_message(entities.timestamp_column), strict)
     if not entities.valid.any():
         return
-    from datetime import date as _date
-
     from skewless.features import BUILT_THROUGH, day_start
 
     floors = entities.floor_us[entities.valid]
     for plan, scan in zip(plans, scans):
         built = scan.table.properties.get(BUILT_THROUGH)
         if built is None:
-            continue
-        boundary = day_start(_date.fromisoformat(built)) + timedelta(days=1)
-        beyond = floors >= int((boundary - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(microseconds=1))
+            continue  # not a table `skewless features build` writes: no last built day to hold it to
+        beyond = floors >= epoch_us(day_start(date.fromisoformat(built)) + timedelta(days=1))
         if beyond.any():
             latest = from_epoch_us(int(floors.max())).isoformat()
             retrieval.report(retrieval.beyond_built_message(plan.name, scan.identifier, built, int(beyond.sum()),
@@ -524,6 +521,10 @@ class IcebergOfflineStore(DuckDBOfflineStore):
                  or not all(_is_iceberg(fv.batch_source) for fv in feature_views)
                  or any(o.mode == "substrait" for o in odfvs))
         if stock:
+            if config.coerce_tz_aware is False and isinstance(entity_df, pd.DataFrame):
+                from feast.utils import make_df_tzaware
+
+                entity_df = make_df_tzaware(entity_df)  # what Feast does before any store with its default
             return DuckDBOfflineStore.get_historical_features(
                 config, feature_views, feature_refs, entity_df, registry, project, full_feature_names,
                 filter_by_created_timestamp=filter_by_created)
