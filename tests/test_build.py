@@ -131,3 +131,128 @@ def test_online_reads_survive_another_librarys_sqlite_timestamp_converter(home, 
     got = store.get_online_features(features=["repo_activity:commits_last_30d"],
                                     entity_rows=[{"repo": "spf13/cobra"}]).to_dict()
     assert got["commits_last_30d"][0] is not None
+
+
+# --- schema evolution (ADR 0019) -----------------------------------------------------------------------------------
+def _repo_with(extra: features.Feature, expr: str) -> features.FeatureTable:
+    """repo_activity with one more feature, computed by ``expr`` over its other columns (a scratch definition)."""
+    import dataclasses
+
+    return dataclasses.replace(features.REPO_ACTIVITY, features=features.REPO_ACTIVITY.features + (extra,),
+                               sql=f"SELECT *, {expr} AS {extra.name} FROM ({features.REPO_SQL}) ORDER BY ALL")
+
+
+NEW = features.Feature("commits_8_to_30d", pa.int64(), "commits with committed_at in [D-30d, D-7d)")
+
+
+def test_a_new_feature_evolves_the_table_and_backfills_its_whole_history(home, sample_parquet, full_build):
+    """Before ADR 0019 a build said "wrote 0 rows" and the declared column stayed missing."""
+    from skewless.lake.snapshots import pinned_snapshots
+
+    ingest.ingest([sample_parquet])
+    features.build(LAST)
+    feast_ops.apply()
+    before = lake.load_table("features.repo_activity")
+    old_snapshot, old_rows = before.current_snapshot().snapshot_id, _rows("repo_activity")
+    evolved = _repo_with(NEW, "commits_last_30d - commits_last_7d")
+
+    result = features.build_table(evolved, LAST)
+    assert result.added_columns == ("commits_8_to_30d",)
+    assert result.backfilled_columns == ("commits_8_to_30d",)
+    assert "added column(s) commits_8_to_30d" in str(result)
+    rows = _rows("repo_activity")
+    assert len(rows) == len(old_rows) and rows["commits_8_to_30d"].notna().all()
+    assert (rows["commits_8_to_30d"] == rows["commits_last_30d"] - rows["commits_last_7d"]).all()
+    pd.testing.assert_frame_equal(rows[list(full_build["repo_activity"].columns)], full_build["repo_activity"])
+    assert features.build_table(evolved, LAST).rows_written == 0  # nothing left to do
+
+    # every older snapshot still reads what it read, and a pin to it (a registered model version) still works
+    table = lake.load_table("features.repo_activity")
+    kept = table.scan(snapshot_id=old_snapshot).to_arrow().to_pandas()
+    key = ["repo", "event_timestamp"]
+    pd.testing.assert_frame_equal(kept.sort_values(key).reset_index(drop=True), old_rows)
+    entity_df = pd.DataFrame({"repo": ["spf13/cobra"], "event_timestamp": [pd.Timestamp("2026-05-01", tz="UTC")]})
+    store = feast_ops.feature_store()
+    with pinned_snapshots({"features.repo_activity": old_snapshot}) as reads:
+        got = store.get_historical_features(entity_df=entity_df,
+                                            features=["repo_activity:commits_last_30d"]).to_df()
+    assert reads.check()["features.repo_activity"] == old_snapshot
+    want = old_rows[(old_rows.repo == "spf13/cobra") & (old_rows.event_timestamp == entity_df.event_timestamp[0])]
+    assert got["commits_last_30d"].tolist() == want["commits_last_30d"].tolist()
+
+
+def test_a_column_added_by_hand_without_history_is_refused_online_then_backfilled(home, sample_parquet,
+                                                                                   monkeypatch):
+    """The old README's step 3 (add the column with update_schema): materialization refuses its null history, the
+    build computes it."""
+    from pyiceberg.types import LongType
+
+    from skewless.feast_ext.materialize import MaterializationRefused
+    from skewless.features import definitions
+
+    ingest.ingest([sample_parquet])
+    features.build(date(2026, 8, 1))
+    with lake.load_table("features.repo_activity").update_schema() as update:
+        update.add_column("commits_8_to_30d", LongType())
+    evolved = _repo_with(NEW, "commits_last_30d - commits_last_7d")
+    monkeypatch.setattr(definitions, "REPO_ACTIVITY", evolved)
+    feast_ops.apply()
+    with pytest.raises(MaterializationRefused, match="repo_activity:commits_8_to_30d: .*written before its column "
+                                                     "existed.*skewless features build"):
+        feast_ops.materialize(date(2026, 8, 1))
+    result = features.build_table(evolved, LAST)
+    assert result.added_columns == () and result.backfilled_columns == ("commits_8_to_30d",)
+    assert _rows("repo_activity")["commits_8_to_30d"].notna().all()
+
+
+@pytest.mark.parametrize("change, column", [
+    ("drop", "days_since_last_commit"),
+    ("retype", "commits_last_7d"),
+])
+def test_a_dropped_or_retyped_column_is_refused_naming_it_and_the_path(home, sample_parquet, change, column):
+    import dataclasses
+
+    ingest.ingest([sample_parquet])
+    features.build(date(2026, 8, 1))
+    snapshot = lake.snapshot_id(lake.load_table("features.repo_activity"))
+    base = features.REPO_ACTIVITY
+    if change == "drop":
+        changed = dataclasses.replace(base, features=tuple(f for f in base.features if f.name != column),
+                                      sql=f"SELECT * EXCLUDE ({column}) FROM ({features.REPO_SQL})")
+    else:
+        changed = dataclasses.replace(base, features=tuple(
+            dataclasses.replace(f, arrow_type=pa.float64()) if f.name == column else f for f in base.features))
+    with pytest.raises(features.FeatureTableChangeError, match=rf"{column}\b.*{column}_v2") as refused:
+        features.build_table(changed, LAST)
+    assert "features.repo_activity" in str(refused.value)
+    assert lake.snapshot_id(lake.load_table("features.repo_activity")) == snapshot  # nothing written
+
+
+def test_materialize_refuses_a_declared_feature_without_a_column_then_serves_it(home, sample_parquet, monkeypatch):
+    """Issue 17: apply and materialize succeeded and online served None for the new feature of every entity."""
+    from skewless.feast_ext.materialize import MaterializationRefused
+    from skewless.features import definitions
+
+    ingest.ingest([sample_parquet])
+    features.build(LAST)
+    feast_ops.apply()
+    feast_ops.materialize(LAST)
+    evolved = _repo_with(NEW, "commits_last_30d - commits_last_7d")
+    monkeypatch.setattr(definitions, "REPO_ACTIVITY", evolved)
+    feast_ops.apply()
+    with pytest.raises(MaterializationRefused, match="feature view repo_activity declares feature commits_8_to_30d "
+                                                     "but Iceberg table features.repo_activity has no column .*"
+                                                     "`skewless features build`"):
+        feast_ops.materialize(LAST)
+    store = feast_ops.feature_store()
+    with pytest.raises(MaterializationRefused, match="commits_8_to_30d"):  # plain Feast goes through the engine
+        store.materialize(start_date=features.day_start(LAST), end_date=features.day_start(LAST),
+                          feature_views=["repo_activity"])
+    features.build_table(evolved, LAST)
+    feast_ops.materialize(LAST)
+    repos = sorted(set(_rows("repo_activity")["repo"]))
+    got = store.get_online_features(
+        features=[f"repo_activity:{n}" for n in ("commits_8_to_30d", "commits_last_30d", "commits_last_7d")],
+        entity_rows=[{"repo": r} for r in repos]).to_dict()
+    assert None not in got["commits_8_to_30d"]
+    assert got["commits_8_to_30d"] == [a - b for a, b in zip(got["commits_last_30d"], got["commits_last_7d"])]

@@ -52,6 +52,8 @@ class Deployment:
 def _yaml(root: Path, name: str, offline: dict, engine=None, redis_db: int | None = None) -> Path:
     base = yaml.safe_load((config.FEATURE_REPO / "feature_store.yaml").read_text())
     base["offline_store"] = offline
+    if offline["type"] == "duckdb":
+        base.pop("coerce_tz_aware", None)  # the stock store runs with Feast's own coercion of naive timestamps
     if engine is not None:
         base["batch_engine"] = engine
     if redis_db is not None:
@@ -573,3 +575,62 @@ def test_sample_entity_rows_written_to_parquet_are_read_back(tmp_path: Path) -> 
     ents = _entities(f"SELECT * FROM read_parquet('{tmp_path / 'e.parquet'}')", None)
     assert ents.timestamp_column == "event_timestamp"
     assert ents.floor_us.tolist() == [0, 1] and ents.ceil_us.tolist() == [1, 2]
+
+
+# --- what a retrieval assumes, said out loud (skewless.feast_ext.retrieval; issue 17) -------------------------------
+def _strict_store(dep: Deployment, root: Path):
+    from feast import FeatureStore
+
+    path = _yaml(root, "strict", {"type": "skewless.feast_ext.offline.IcebergOfflineStore", "strict_retrieval": True})
+    return FeatureStore(repo_path=str(config.FEATURE_REPO), fs_yaml_file=path)
+
+
+def test_naive_entity_timestamps_are_read_as_utc_with_a_warning_naming_the_column(deployed: Deployment,
+                                                                                 tmp_path: Path) -> None:
+    import warnings
+
+    from skewless.feast_ext import retrieval
+
+    feature = ["repo_activity:commits_last_7d"]
+    aware = _entity_df([("spf13/cobra", pd.Timestamp("2026-05-01 23:30", tz="UTC"))])
+    naive = aware.assign(event_timestamp=aware["event_timestamp"].dt.tz_localize(None))
+    strings = aware.assign(event_timestamp=["2026-05-01 23:30:00"])
+    sql = "SELECT 'spf13/cobra' AS repo, TIMESTAMP '2026-05-01 23:30:00' AS event_timestamp, 0 AS row_id"
+    store = deployed.store("skewless")
+    with exported(deployed.home):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", retrieval.RetrievalWarning)  # aware timestamps: nothing to say
+            want = store.get_historical_features(entity_df=aware, features=feature).to_df()["commits_last_7d"]
+        for df in (naive, strings, sql):
+            with pytest.warns(retrieval.RetrievalWarning, match="column 'event_timestamp' holds timestamps without "
+                                                                "a time zone; they are read as UTC"):
+                got = store.get_historical_features(entity_df=df, features=feature).to_df()["commits_last_7d"]
+            assert got.tolist() == want.tolist()
+        with pytest.raises(retrieval.RetrievalError, match="'event_timestamp' holds timestamps without a time zone"):
+            _strict_store(deployed, tmp_path).get_historical_features(entity_df=naive, features=feature).to_df()
+        with retrieval.strict(), pytest.raises(retrieval.RetrievalError, match="'event_timestamp'"):
+            store.get_historical_features(entity_df=naive, features=feature)
+
+
+def test_a_timestamp_after_the_last_built_day_is_flagged_naming_the_day(deployed: Deployment,
+                                                                        tmp_path: Path) -> None:
+    """Issue 17: a T after the last built day silently returned that day's values."""
+    import warnings
+
+    from skewless.feast_ext import retrieval
+
+    feature = ["repo_activity:days_since_last_commit"]
+    within = _entity_df([("spf13/cobra", UTC_day(UNTIL) + DAY - US)])
+    beyond = _entity_df([("spf13/cobra", UTC_day(UNTIL) + 12 * H), ("spf13/cobra", UTC_day(UNTIL) + 18 * DAY)])
+    store = deployed.store("skewless")
+    with exported(deployed.home):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", retrieval.RetrievalWarning)
+            store.get_historical_features(entity_df=within, features=feature).to_df()
+        with pytest.warns(retrieval.RetrievalWarning, match="1 of 2 entity rows ask for feature view repo_activity "
+                                                            "after features.repo_activity's last built day "
+                                                            f"{UNTIL}.*those of {UNTIL}"):
+            got = store.get_historical_features(entity_df=beyond, features=feature).to_df()
+        assert got["days_since_last_commit"].iloc[0] == got["days_since_last_commit"].iloc[1]  # what it flags
+        with pytest.raises(retrieval.RetrievalError, match=f"last built day {UNTIL}"):
+            _strict_store(deployed, tmp_path).get_historical_features(entity_df=beyond, features=feature).to_df()

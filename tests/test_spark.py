@@ -99,12 +99,14 @@ def test_engine_switch_is_decided_by_the_profile(tmp_path):
 @pytest.mark.parametrize("env", ["local", "production"])
 def test_spark_yaml_differs_from_its_profile_yaml_only_in_the_offline_store(env):
     """Registry and online store must be the profile's own: the two yamls are one deployment, two engines. (A
-    materialization engine, ``batch_engine``, belongs to its offline store, so it may differ too.)"""
+    materialization engine, ``batch_engine``, belongs to its offline store, so it may differ too, as does Feast's
+    coercion of naive entity timestamps, ``coerce_tz_aware``, which the Iceberg store does itself.)"""
     base = config.profile({"SKEWLESS_ENV": env})
     spark = config.profile({"SKEWLESS_ENV": env, "SKEWLESS_ENGINE": "spark"})
     a, b = (yaml.safe_load(p.feature_store_yaml.read_text()) for p in (base, spark))
     assert b.pop("offline_store") == {"type": "skewless.feast_ext.spark_offline.IcebergSparkOfflineStore"}
-    for key in ("offline_store", "batch_engine"):
+    # coerce_tz_aware: false lets the Iceberg store see (and report) naive timestamps; the Spark store keeps Feast's
+    for key in ("offline_store", "batch_engine", "coerce_tz_aware"):
         a.pop(key, None)
     b.pop("batch_engine", None)
     assert a == b

@@ -64,3 +64,51 @@ def test_a_pending_build_and_missing_pieces_name_the_command():
         "features.repo_activity does not exist: run `skewless features build`",
         "no feature view is registered: run `skewless apply`",
     ]
+
+
+def test_a_declared_feature_without_column_or_values_is_named_by_status_and_parity(home, sample_parquet,
+                                                                                    monkeypatch):
+    """Issue 17: after adding a feature to the definitions (and apply), status reported nothing while online served
+    None for it; parity compared null with null."""
+    import dataclasses
+
+    import pyarrow as pa
+
+    from skewless import features
+    from skewless.features import definitions
+    from skewless.lake import ingest
+    from skewless.ops import feast_ops, parity
+
+    last = date(2026, 8, 1)
+    ingest.ingest([sample_parquet])
+    features.build(last)
+    feast_ops.apply()
+    feast_ops.materialize(last)
+    assert [p for v in status.read().views for p in v.feature_problems] == []
+    new = features.Feature("commits_8_to_30d", pa.int64(), "commits with committed_at in [D-30d, D-7d)")
+    evolved = dataclasses.replace(
+        features.REPO_ACTIVITY, features=features.REPO_ACTIVITY.features + (new,),
+        sql=f"SELECT *, commits_last_30d - commits_last_7d AS {new.name} FROM ({features.REPO_SQL}) ORDER BY ALL")
+    monkeypatch.setattr(definitions, "REPO_ACTIVITY", evolved)
+    monkeypatch.setattr(features, "TABLES", (evolved, features.AUTHOR_ACTIVITY))
+
+    # declared, not built, not registered
+    found = status.findings(status.read())
+    assert any("commits_8_to_30d" in f and "has no column" in f and "skewless features build" in f
+               for f in found), found
+    # registered, not built: status and parity name it
+    feast_ops.apply()
+    found = status.findings(status.read())
+    assert any("repo_activity declares feature commits_8_to_30d" in f and "skewless features build" in f
+               for f in found), found
+    [checked] = [r for r in parity.check(sample=20) if r.feature_view == "repo_activity"]
+    assert not checked.ok and "commits_8_to_30d" in checked.without_values
+    assert "no values: feature view repo_activity declares feature commits_8_to_30d" in parity.report([checked])
+    # built (history backfilled), not yet materialized: online has no value for it
+    features.build_table(evolved, last)
+    found = status.findings(status.read())
+    assert any("repo_activity:commits_8_to_30d: none of the" in f and "skewless materialize" in f
+               for f in found), found
+    feast_ops.materialize(last)
+    assert [p for v in status.read().views for p in v.feature_problems] == []
+    assert all(r.ok for r in parity.check(sample=20))

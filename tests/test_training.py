@@ -427,3 +427,39 @@ def test_fresh_model_drill_compares_on_the_same_instants(sample_home: Path, tmp_
     assert ((d["ci_low"] <= d["minus_daily"]) & (d["minus_daily"] <= d["ci_high"])).all()
     md = result.markdown.read_text()
     assert "| midweek | daily+fresh |" in md and result.png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# --- issue 17: table evolution keeps pinned versions rebuildable; training refuses values older than asked --------
+
+def test_a_pinned_training_set_is_rebuilt_after_its_table_evolved(home: Path, sample_parquet: Path, tmp_path: Path):
+    """ADR 0019: a new column is added and backfilled in place; the snapshot a registered version pins stays."""
+    import dataclasses
+
+    import pyarrow as pa
+
+    full = pq.read_table(sample_parquet)
+    early = tmp_path / "early.parquet"
+    pq.write_table(full.filter(pc.less(full["committed_at"], pd.Timestamp("2026-05-01", tz="UTC"))), early)
+    _load([early])
+    trained = train.train(register=False)
+    new = features.Feature("commits_8_to_30d", pa.int64(), "commits with committed_at in [D-30d, D-7d)")
+    evolved = dataclasses.replace(
+        features.REPO_ACTIVITY, features=features.REPO_ACTIVITY.features + (new,),
+        sql=f"SELECT *, commits_last_30d - commits_last_7d AS {new.name} FROM ({features.REPO_SQL}) ORDER BY ALL")
+    assert features.build_table(evolved, _last_day()).added_columns == (new.name,)
+    rebuilt = train.rebuild(trained.run_id)
+    assert rebuilt.snapshots == trained.training_set.snapshots
+    pd.testing.assert_frame_equal(rebuilt.rows.sort_values(labels.KEYS).reset_index(drop=True),
+                                  trained.training_set.rows.sort_values(labels.KEYS).reset_index(drop=True),
+                                  check_exact=True)
+
+
+def test_training_refuses_weeks_after_the_last_built_day(home: Path, sample_parquet: Path):
+    """Issue 17: features asked for after the last built day came back as that day's values, silently."""
+    from skewless.feast_ext.retrieval import RetrievalError
+
+    ingest.ingest([sample_parquet])
+    features.build(date(2026, 6, 1))
+    feast_ops.apply()
+    with pytest.raises(RetrievalError, match="last built day 2026-06-01.*skewless features build"):
+        dataset.build()

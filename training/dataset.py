@@ -5,7 +5,8 @@ Rows are the observed ``(repo, Monday 00:00 UTC)`` weeks of :mod:`training.label
 (``skewless train --service NAME``; :data:`training.train.DEFAULT_SERVICE` by default) and the feature names come
 from it, never from this code. Every Iceberg table read (``abukix.commits`` for the labels, the feature views'
 tables through Feast) is read inside one :func:`skewless.lake.snapshots.pinned_snapshots` block, so the set records
-the snapshot id of each, and passing those ids back as ``pins`` rebuilds the identical set later.
+the snapshot id of each, and passing those ids back as ``pins`` rebuilds the identical set later. The retrieval is
+strict (:func:`skewless.feast_ext.retrieval.strict`): naive timestamps or weeks after the last built day are refused.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Mapping
 
 import pandas as pd
 
-from skewless.feast_ext import pinned
+from skewless.feast_ext import pinned, retrieval
 from skewless.lake import snapshots
 from skewless.core.errors import SkewlessError
 from training import labels as labels_mod
@@ -114,7 +115,9 @@ def build(service_name: str, pins: Mapping[str, int] | None = None, store: "Feat
     as of earlier Mondays), so a scheduled run is bounded by its data interval, never by the clock.
     """
     store = pinned.pinnable(store) if store is not None else default_store()
-    with snapshots.pinned_snapshots(pins) as reads:
+    # Strict retrieval: a week whose Monday lies after a table's last built day is refused, never trained on the
+    # values of an earlier day (skewless.feast_ext.retrieval).
+    with snapshots.pinned_snapshots(pins) as reads, retrieval.strict():
         labels = labels_mod.weekly_labels(until=until)
         if labels.frame.empty:
             raise DatasetError("no repository has an observed week yet (see training.labels: a week counts once "

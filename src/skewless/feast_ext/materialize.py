@@ -35,6 +35,13 @@ an incremental run also starts early enough to reload the rows that builds resta
 load (late commits; :func:`skewless.features.build.restart_day`), and a load through the built day records the snapshot
 it read (``skewless.online-snapshot.<profile>``): plain ``feast materialize-incremental`` keeps the online store
 as ``skewless materialize`` does.
+
+Online never serves a silent null for a declared feature (ADR 0019): for such a table, a task is refused
+(:class:`MaterializationRefused`, naming view, feature and what to run) when the table has no column for a feature
+of the view, when rows of the interval come from data files written before the column existed (a history never
+computed), or when a feature not declared nullable holds no value in the interval. A view whose features include one
+the online store was never loaded with (recorded as ``skewless.online-features.<profile>``) is reloaded from
+:data:`DATA_START`, so no entity keeps a row without it.
 """
 
 from __future__ import annotations
@@ -55,6 +62,7 @@ from feast.stream_feature_view import StreamFeatureView
 from feast.value_type import ValueType
 
 from skewless.core import terminal
+from skewless.core.errors import SkewlessError
 from skewless.feast_ext import redis_format
 from skewless.feast_ext.redis_write import RedisHashWriter
 
@@ -77,6 +85,10 @@ class StreamingComputeEngineConfig(LocalComputeEngineConfig):
 
     batch_size: int = 50_000
     """Rows per write batch: bounds the engine's memory."""
+
+
+def _utc(ts: datetime) -> datetime:
+    return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
 
 
 def complete_first_load(task: MaterializationTask) -> MaterializationTask:
@@ -104,6 +116,68 @@ def built_table(fv: Any) -> Any:
     return table if features.BUILT_THROUGH in table.properties else None
 
 
+#: Table property (suffixed ``.<profile>``): the features of the view the online store was last fully loaded with.
+ONLINE_FEATURES = "skewless.online-features"
+
+
+class MaterializationRefused(SkewlessError, ValueError):
+    """The offline table cannot give a declared feature its values (the message names view, feature, command)."""
+
+
+def unservable_features(fv: Any, table: Any, start: datetime | None = None,
+                        end: datetime | None = None) -> dict[str, str]:
+    """Feature -> why: the features of ``fv`` that the Iceberg feature table behind it cannot serve for event times
+    in ``[start, end]`` (no column, rows whose values were never computed, or, not nullable, no value at all)."""
+    from skewless import features
+    from skewless.feast_ext.iceberg_scan import timestamp_bounds_filter
+    from skewless.lake.columns import column_fill
+
+    source = fv.batch_source
+    reverse = {v: k for k, v in (source.field_mapping or {}).items()}
+    columns = {f.name: reverse.get(f.name, f.name) for f in fv.features}
+    ts = reverse.get(source.timestamp_field, source.timestamp_field)
+    fills = column_fill(table, columns.values(), row_filter=timestamp_bounds_filter(ts, start, end))
+    nullable = {f.name for t in features.TABLES if t.name == fv.name for f in t.features if f.nullable}
+    ident = ".".join(table.name())
+    out: dict[str, str] = {}
+    for feature, column in columns.items():
+        fill = fills[column]
+        if not fill.exists:
+            out[feature] = (f"feature view {fv.name} declares feature {feature} but Iceberg table {ident} has no "
+                            f"column {column}: run `skewless features build` (it adds the column and backfills "
+                            "its history)")
+        elif fill.uncomputed_rows:
+            out[feature] = (f"feature {fv.name}:{feature}: {fill.files_without} of {fill.files} data files of "
+                            f"{ident} were written before its column existed, so their rows hold no value: run "
+                            "`skewless features build` (it backfills the column's history)")
+        elif fill.all_null and feature not in nullable:
+            out[feature] = (f"feature {fv.name}:{feature}: none of the {fill.rows} rows of {ident} read holds a "
+                            "value: run `skewless features build` and check the feature's definition")
+    return out
+
+
+def refuse_unservable(fv: Any, table: Any, start: datetime | None = None, end: datetime | None = None) -> None:
+    """Raise :class:`MaterializationRefused` if :func:`unservable_features` finds anything (nothing is loaded)."""
+    problems = unservable_features(fv, table, start, end)
+    if problems:
+        raise MaterializationRefused("materialization refused, the online store would serve null: "
+                                     + "; ".join(problems.values()))
+
+
+def online_features(table: Any) -> set[str] | None:
+    """The features the online store of the active profile was last fully loaded with (None: not recorded)."""
+    from skewless.core.config import profile
+
+    raw = table.properties.get(f"{ONLINE_FEATURES}.{profile().name}")
+    return None if raw is None else {f for f in raw.split(",") if f}
+
+
+def not_loaded_online(fv: Any, table: Any) -> list[str]:
+    """Features of ``fv`` the online store was never fully loaded with (all of them when that is not recorded)."""
+    loaded = online_features(table)
+    return [f.name for f in fv.features if loaded is None or f.name not in loaded]
+
+
 def reload_restated(task: MaterializationTask, table: Any) -> MaterializationTask:
     """The task, starting early enough to reload what builds restated since the last load of the online store."""
     from skewless.core.config import profile
@@ -112,6 +186,11 @@ def reload_restated(task: MaterializationTask, table: Any) -> MaterializationTas
     fv = task.feature_view
     if not fv.materialization_intervals:
         return task  # a first load starts at DATA_START anyway
+    missing = not_loaded_online(fv, table)
+    if missing:
+        print(f"{fv.name}: feature(s) {', '.join(missing)} were never loaded online; reloading from the beginning "
+              f"of the data ({DATA_START:%Y-%m-%d})")
+        return dataclasses.replace(task, start_time=DATA_START)
     restart = restart_day(table, profile())
     start = task.start_time if task.start_time.tzinfo else task.start_time.replace(tzinfo=timezone.utc)
     if restart is None or restart >= start:
@@ -120,8 +199,9 @@ def reload_restated(task: MaterializationTask, table: Any) -> MaterializationTas
     return dataclasses.replace(task, start_time=restart)
 
 
-def record_online_snapshot(table: Any, snapshot: int | None, end: datetime) -> None:
-    """Record ``snapshot`` as what the online store was loaded from, if the load reached the table's built day."""
+def record_online_snapshot(table: Any, snapshot: int | None, end: datetime, fv: Any = None) -> None:
+    """Record ``snapshot`` (and the features of ``fv``) as what the online store was loaded from, if the load
+    reached the table's built day."""
     from skewless import features
     from skewless.core.config import profile
     from skewless.features import ONLINE_SNAPSHOT
@@ -131,8 +211,11 @@ def record_online_snapshot(table: Any, snapshot: int | None, end: datetime) -> N
     if snapshot is None or not built or end.astimezone(timezone.utc).date() < date.fromisoformat(built):
         return  # the end bound is inclusive: any end on the built day loaded that day's rows
     table = table.refresh()  # a build may have committed meanwhile; its restatements are after `snapshot`
+    props = {f"{ONLINE_SNAPSHOT}.{profile().name}": str(snapshot)}
+    if fv is not None:
+        props[f"{ONLINE_FEATURES}.{profile().name}"] = ",".join(f.name for f in fv.features)
     with table.transaction() as tx:
-        tx.set_properties({f"{ONLINE_SNAPSHOT}.{profile().name}": str(snapshot)})
+        tx.set_properties(props)
 
 
 def not_streamable(task: MaterializationTask) -> Optional[str]:
@@ -173,11 +256,12 @@ class StreamingComputeEngine(LocalComputeEngine):
         snapshot = None
         if table is not None:
             task = reload_restated(task, table)
+            refuse_unservable(task.feature_view, table, _utc(task.start_time), _utc(task.end_time))
             current = table.current_snapshot()
             snapshot = current.snapshot_id if current else None
         job = self._load(registry, task, **kwargs)
         if table is not None and job.status() == MaterializationJobStatus.SUCCEEDED:
-            record_online_snapshot(table, snapshot, task.end_time)
+            record_online_snapshot(table, snapshot, task.end_time, task.feature_view)
         return job
 
     def _load(self, registry: BaseRegistry, task: MaterializationTask, **kwargs: Any) -> LocalMaterializationJob:

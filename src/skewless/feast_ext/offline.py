@@ -17,7 +17,10 @@ source is an ``IcebergSource`` this store
 Semantics are Feast's (``feast/infra/offline_stores/ibis.py``): the value of a view for an entity row is the row
 with the latest event timestamp ``<=`` the entity timestamp, ties broken by the latest created timestamp, and null
 when that row is older than ``entity ts - ttl`` (a ttl of 0 or None means no limit). Timezone-naive entity
-timestamps are UTC. ``tests/test_offline_store.py`` checks equality with Feast's DuckDB store.
+timestamps are UTC, as in Feast, with a :class:`~skewless.feast_ext.retrieval.RetrievalWarning` naming the column;
+entity timestamps after the last built day of a table that ``skewless features build`` writes get that day's values,
+with a warning naming the day (both refused with ``strict_retrieval``: :mod:`skewless.feast_ext.retrieval`).
+``tests/test_offline_store.py`` checks equality with Feast's DuckDB store.
 
 Source columns are named as Feast names them: ``timestamp_field`` and ``created_timestamp_column`` may be targets
 of the source's ``field_mapping`` (table column ``ts_1`` read as ``ts``). Offline writes to an ``IcebergSource``
@@ -41,11 +44,12 @@ sources, logging and monitoring.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 import tempfile
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Callable, Iterator, List, Literal, Optional, Union
 
 import numpy as np
@@ -62,7 +66,7 @@ from feast.on_demand_feature_view import OnDemandFeatureView
 from feast.repo_config import RepoConfig
 from feast.saved_dataset import SavedDatasetStorage
 
-from skewless.core.days import from_epoch_us
+from skewless.core.days import epoch_us, from_epoch_us
 from skewless.feast_ext.iceberg_scan import IcebergScan, quote, timestamp_bounds_filter
 from skewless.feast_ext.live import historical_sql, live_table
 
@@ -72,6 +76,9 @@ if TYPE_CHECKING:
     from pyiceberg.expressions import BooleanExpression
 
 log = logging.getLogger(__name__)
+
+#: Set while the batch views of a retrieval that also asked for live views are joined (naive timestamps reported).
+_NAIVE_REPORTED: contextvars.ContextVar[bool] = contextvars.ContextVar("skewless_naive_reported", default=False)
 
 ROW = "__skewless_row"
 TS_FLOOR = "__skewless_ts"
@@ -102,6 +109,10 @@ class IcebergOfflineStoreConfig(DuckDBOfflineStoreConfig):
 
     duckdb_temp_directory: Optional[str] = None
     """Where DuckDB spills (default: ``<system temp>/skewless-duckdb``)."""
+
+    strict_retrieval: bool = False
+    """Refuse (``RetrievalError``) instead of warning for naive entity timestamps and for entity timestamps after a
+    feature table's last built day (:mod:`skewless.feast_ext.retrieval`)."""
 
 
 def connect(cfg: Any = None) -> "duckdb.DuckDBPyConnection":
@@ -178,6 +189,7 @@ class _Entities:
     floor_us: np.ndarray  # entity timestamps, floored to microseconds (int64 since the epoch, UTC)
     ceil_us: np.ndarray  # ... and rounded up (differs only for nanosecond timestamps)
     valid: np.ndarray  # timestamp not null
+    naive: bool = False  # the caller's timestamps carry no time zone (read as UTC)
 
     @property
     def bounds(self) -> tuple[Optional[datetime], Optional[datetime]]:
@@ -235,7 +247,9 @@ def _timestamp_column_of(schema: pa.Schema) -> str:
     return infer_event_timestamp_from_entity_df(dtypes)
 
 
-def _entities(entity_df: Union[pd.DataFrame, str], cfg: Any) -> _Entities:
+def _entities(entity_df: Union[pd.DataFrame, str], cfg: Any, coerced: bool = True) -> _Entities:
+    """The entity rows; ``coerced``: Feast made the DataFrame's datetime columns UTC already (its
+    ``coerce_tz_aware``), so naive ones can no longer be told apart."""
     if isinstance(entity_df, str):
         con = connect(cfg)
         try:
@@ -245,20 +259,70 @@ def _entities(entity_df: Union[pd.DataFrame, str], cfg: Any) -> _Entities:
         finally:
             con.close()
         ts_col = _timestamp_column_of(table.schema)
+        naive = _naive_arrow(table.column(ts_col))
     elif isinstance(entity_df, pd.DataFrame):
         ts_col = infer_event_timestamp_from_entity_df(dict(zip(entity_df.columns, entity_df.dtypes)))
+        if not coerced:
+            # The yaml turned Feast's coercion off so that naive timestamps reach this store: report them, then
+            # coerce exactly as Feast would have (every datetime column to UTC), so the answer is unchanged.
+            from feast.utils import make_df_tzaware
+
+            dtype = entity_df[ts_col].dtype
+            naive = pd.api.types.is_datetime64_any_dtype(dtype) and getattr(dtype, "tz", None) is None
+            entity_df = make_df_tzaware(entity_df)
         ts = entity_df[ts_col].infer_objects()
         if pd.api.types.is_string_dtype(ts) or pd.api.types.is_object_dtype(ts):
             # As Feast's DuckDB store does (ibis.py `_to_utc`): strings and datetime objects are parsed as UTC.
+            naive = _naive_objects(ts)
             entity_df = entity_df.assign(**{ts_col: pd.to_datetime(ts, utc=True)})
+        elif coerced:
+            naive = None
         # Without pandas metadata: results come back with plain dtypes (Int64 -> float64...) as Feast's store
         # returns them after its trip through DuckDB.
         table = pa.Table.from_pandas(entity_df, preserve_index=False).replace_schema_metadata(None)
     else:
         raise TypeError(f"entity_df must be a pandas DataFrame or a SQL string, not {type(entity_df).__name__}")
+    if naive is None:
+        naive = _naive_arrow(table.column(ts_col))
     floor, ceil, valid = _timestamps_us(table.column(ts_col), ts_col)
     table = _as_feast_returns(table)
-    return _Entities(table, ts_col, floor, ceil, valid)
+    return _Entities(table, ts_col, floor, ceil, valid, bool(naive and valid.any()))
+
+
+def _naive_arrow(column: pa.ChunkedArray) -> bool:
+    """A timestamp column without a time zone, or a date column (a day in no zone)."""
+    return pa.types.is_date(column.type) or (pa.types.is_timestamp(column.type) and column.type.tz is None)
+
+
+def _naive_objects(ts: pd.Series) -> bool:
+    """Strings or datetime objects of which at least one names no time zone."""
+    return any(pd.Timestamp(v).tzinfo is None for v in ts.dropna())
+
+
+def _check_retrieval(entities: _Entities, cfg: Any, plans: list[_ViewPlan] = (), scans: list[Any] = (),
+                     naive: bool = True) -> None:
+    """Say what the retrieval assumes (:mod:`skewless.feast_ext.retrieval`): naive timestamps read as UTC, and
+    entity timestamps after a built table's last day answered with that day's values. Warns, or refuses when
+    strict."""
+    from skewless.feast_ext import retrieval
+
+    strict = getattr(cfg, "strict_retrieval", False)
+    if naive and entities.naive:
+        retrieval.report(retrieval.naive_message(entities.timestamp_column), strict)
+    if not entities.valid.any():
+        return
+    from skewless.features import BUILT_THROUGH, day_start
+
+    floors = entities.floor_us[entities.valid]
+    for plan, scan in zip(plans, scans):
+        built = scan.table.properties.get(BUILT_THROUGH)
+        if built is None:
+            continue  # not a table `skewless features build` writes: no last built day to hold it to
+        beyond = floors >= epoch_us(day_start(date.fromisoformat(built)) + timedelta(days=1))
+        if beyond.any():
+            latest = from_epoch_us(int(floors.max())).isoformat()
+            retrieval.report(retrieval.beyond_built_message(plan.name, scan.identifier, built, int(beyond.sum()),
+                                                            len(floors), latest), strict)
 
 
 # --- SQL ----------------------------------------------------------------------------------------------------------
@@ -457,11 +521,15 @@ class IcebergOfflineStore(DuckDBOfflineStore):
                  or not all(_is_iceberg(fv.batch_source) for fv in feature_views)
                  or any(o.mode == "substrait" for o in odfvs))
         if stock:
+            if config.coerce_tz_aware is False and isinstance(entity_df, pd.DataFrame):
+                from feast.utils import make_df_tzaware
+
+                entity_df = make_df_tzaware(entity_df)  # what Feast does before any store with its default
             return DuckDBOfflineStore.get_historical_features(
                 config, feature_views, feature_refs, entity_df, registry, project, full_feature_names,
                 filter_by_created_timestamp=filter_by_created)
         cfg = _store_config(config)
-        entities = _entities(entity_df, cfg)
+        entities = _entities(entity_df, cfg, config.coerce_tz_aware is not False)
         plans = [_ViewPlan.of(fv, feature_refs, full_feature_names, filter_by_created) for fv in feature_views]
         _check_columns(entities, plans)
         scans, view_rows = [], []
@@ -471,6 +539,7 @@ class IcebergOfflineStore(DuckDBOfflineStore):
             columns += [s for s, _ in plan.features]
             scans.append(IcebergScan.plan(plan.source, columns, pushed, allow_native=cfg.native_parquet))
             view_rows.append(_view_rows_sql(i, plan, lower, upper, key_values))
+        _check_retrieval(entities, cfg, plans, scans, naive=not _NAIVE_REPORTED.get())
         sql, outputs = _historical_sql(plans, view_rows)
         key_columns = [ent for p in plans for _, ent in p.keys]
 
@@ -594,10 +663,11 @@ def _with_live_views(config: RepoConfig, feature_views: List[FeatureView], featu
     """Live views' windows as known at every entity row's instant (:func:`skewless.feast_ext.live.historical_sql`),
     computed first and handed to the other views' retrieval as entity columns, so one job returns them all."""
     cfg = _store_config(config)
-    entities = _entities(entity_df, cfg)
+    entities = _entities(entity_df, cfg, config.coerce_tz_aware is not False)
     live = [fv for fv in feature_views if live_table(fv.name)]
     plans = [_ViewPlan.of(fv, feature_refs, full_feature_names) for fv in live]
     _check_columns(entities, plans)
+    _check_retrieval(entities, cfg)  # live windows end at any instant: only the naive timestamps to report
     out = entities.table
     for fv, plan in zip(live, plans):
         definition = live_table(fv.name)
@@ -642,9 +712,13 @@ def _with_live_views(config: RepoConfig, feature_views: List[FeatureView], featu
                                    metadata)
     prefixes = {fv.projection.name_to_use() for fv in live}
     refs = [r for r in feature_refs if r.split(":")[0] not in prefixes]
-    return IcebergOfflineStore.get_historical_features(
-        config, rest, refs, out.to_pandas(), registry, project, full_feature_names,
-        filter_by_created_timestamp=filter_by_created)
+    token = _NAIVE_REPORTED.set(True)  # the same entity rows: their naive timestamps are reported once
+    try:
+        return IcebergOfflineStore.get_historical_features(
+            config, rest, refs, out.to_pandas(), registry, project, full_feature_names,
+            filter_by_created_timestamp=filter_by_created)
+    finally:
+        _NAIVE_REPORTED.reset(token)
 
 
 def conform_to_iceberg(table: pa.Table, schema: pa.Schema, field_mapping: Optional[dict[str, str]],

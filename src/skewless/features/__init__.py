@@ -11,6 +11,7 @@ from skewless.features.build import (
     ONLINE_SNAPSHOT,
     VARIANT_EVENT_TIMES,
     BuildResult,
+    FeatureTableChangeError,
     build,
     build_table,
     build_variant,
@@ -21,6 +22,7 @@ from skewless.features.build import (
     day_start,
     engine_compute,
     restart_day,
+    schema_changes,
     variant_identifier,
 )
 from skewless.features.definitions import (
@@ -35,7 +37,7 @@ from skewless.features.definitions import (
 
 __all__ = [
     "AUTHOR_ACTIVITY", "AUTHOR_SQL", "BUILT_THROUGH", "COMMITS_SNAPSHOT", "MIN_EVENT_DAY", "ONLINE_SNAPSHOT",
-    "REPO_ACTIVITY", "REPO_SQL", "TABLES", "VARIANT_EVENT_TIMES", "BuildResult", "Feature", "FeatureTable", "build",
-    "build_table", "build_variant", "built_through", "commits_arrow", "compute", "connect", "day_start",
-    "engine_compute", "restart_day", "variant_identifier",
+    "REPO_ACTIVITY", "REPO_SQL", "TABLES", "VARIANT_EVENT_TIMES", "BuildResult", "Feature", "FeatureTable",
+    "FeatureTableChangeError", "build", "build_table", "build_variant", "built_through", "commits_arrow", "compute",
+    "connect", "day_start", "engine_compute", "restart_day", "schema_changes", "variant_identifier",
 ]

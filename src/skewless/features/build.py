@@ -9,6 +9,13 @@ of every T in [D, next row). ``repo_activity`` is dense (windows and ``days_sinc
 ``author_activity`` only changes on the day after a commit and on Mondays (the streak), so it stores those change
 points only — Feast's point-in-time join picks the latest row at or before T, which holds the exact value.
 
+Schema evolution (ADR 0019): a feature table evolves in place. A feature the definitions add becomes a new column
+(pyiceberg ``update_schema().add_column``) and the build backfills its whole history in the same Iceberg commit: every
+row is recomputed from the commits and the table's rows replaced, so every snapshot from then on holds the column for
+every day, and every older snapshot (and every model version pinned to one) still reads what it read. A column whose
+history was never computed (added by hand, no backfill) is backfilled the same way. A declared feature's column is
+never dropped or retyped: :class:`FeatureTableChangeError` names the column and the path (a new feature, ``..._v2``).
+
 Incremental build: ``build(until=DAY)`` adds the rows of the days after the last built day through DAY. Commits
 that changed since the previous build inside already built days (late arrivals, a newly ingested repository
 history, commits retracted from a rewritten history, corrected values, a renamed repository) restate the affected
@@ -30,6 +37,7 @@ import pyarrow as pa
 from skewless import lake
 from skewless.core.config import Profile, profile
 from skewless.core.days import utc_duckdb
+from skewless.core.errors import SkewlessError
 from skewless.features.definitions import FeatureTable, TABLES
 
 if TYPE_CHECKING:
@@ -138,10 +146,56 @@ class BuildResult:
     rows_written: int
     restated_entities: int
     snapshot_id: int | None
+    #: Columns this build added to the table (schema evolution), and the columns whose history it backfilled.
+    added_columns: tuple[str, ...] = ()
+    backfilled_columns: tuple[str, ...] = ()
 
     def __str__(self) -> str:
-        return (f"{self.table}: built through {self.built_through}, wrote {self.rows_written} rows "
-                f"({self.restated_entities} entities restated), snapshot {self.snapshot_id}")
+        out = (f"{self.table}: built through {self.built_through}, wrote {self.rows_written} rows "
+               f"({self.restated_entities} entities restated), snapshot {self.snapshot_id}")
+        if self.added_columns:
+            out += f"; added column(s) {', '.join(self.added_columns)}"
+        if self.backfilled_columns:
+            out += f"; backfilled the whole history of {', '.join(self.backfilled_columns)}"
+        return out
+
+
+class FeatureTableChangeError(SkewlessError, ValueError):
+    """The definitions drop or retype a column of a feature table (the message names the column and the path)."""
+
+
+def schema_changes(table: FeatureTable, ft: "Table") -> tuple[list[str], list[str]]:
+    """(declared columns the Iceberg table lacks, declared columns whose history was never computed).
+
+    Raises :class:`FeatureTableChangeError` for a column the table has and the definition no longer declares, or
+    declares with another type: older snapshots, the model versions pinned to them and the services that read it
+    keep the column as it is (ADR 0019).
+    """
+    from pyiceberg.io.pyarrow import _pyarrow_to_schema_without_ids
+
+    from skewless.lake.columns import column_fill
+
+    declared = {f.name: f.field_type for f in _pyarrow_to_schema_without_ids(table.arrow_schema).fields}
+    stored = {f.name: f.field_type for f in ft.schema().fields}
+    dropped = [c for c in stored if c not in declared]
+    if dropped:
+        raise FeatureTableChangeError(
+            f"{table.identifier} has column(s) {', '.join(dropped)} that the definition of {table.name} no longer "
+            "declares: a feature table never drops a column (older snapshots, model versions pinned to them and "
+            "services read it). Keep its Feature(...) in skewless.features.definitions; to change a feature, add a "
+            f"new one next to it (e.g. {dropped[0]}_v2) and move services to it (README 'Changing a feature used by "
+            "a registered model').")
+    for c, t in declared.items():
+        if c in stored and stored[c] != t:
+            raise FeatureTableChangeError(
+                f"column {c} of {table.identifier} is {stored[c]} but the definition of {table.name} declares "
+                f"{t}: a feature never changes type in place (older snapshots and model versions pinned to them "
+                f"read {stored[c]}). Keep {c} as it is and declare the new type as a new feature, e.g. {c}_v2 "
+                "(README 'Changing a feature used by a registered model').")
+    added = [c for c in declared if c not in stored]
+    present = [f.name for f in table.features if f.name in stored]
+    uncomputed = [c for c, fill in column_fill(ft, present).items() if fill.uncomputed_rows]
+    return added, uncomputed
 
 
 def _new_commit_keys(commits_table, since_snapshot: int | None, con) -> pa.Table | None:
@@ -228,31 +282,55 @@ def _build_table_once(table: FeatureTable, until: date, p: Profile | None,
     last_commits_snap = int(props[COMMITS_SNAPSHOT]) if COMMITS_SNAPSHOT in props else None
     if commits_snap is None:
         raise lake.LakeError("abukix.commits holds no commits yet; run `skewless ingest` first")
-    if built is not None and until <= built and last_commits_snap == commits_snap:
+    added, uncomputed = schema_changes(table, ft)
+    # A new column, or one whose history was never computed: recompute every row (the whole history) and replace
+    # the table's rows in the commit that adds the column. Older snapshots keep their schema and files.
+    backfill = tuple(added + uncomputed) if ft.current_snapshot() is not None else ()
+    if not backfill and not added and built is not None and until <= built and last_commits_snap == commits_snap:
         return BuildResult(table.identifier, built, 0, 0, lake.snapshot_id(ft))
 
     con = connect()
     keys = commits_t.scan(selected_fields=(table.entity_key,), snapshot_id=commits_snap).to_arrow()
-    new = _new_commit_keys(commits_t, last_commits_snap, con)
-    targets, restated, restart = _targets(table, con, keys, new, built)
+    if backfill:
+        targets, _, _ = _targets(table, con, keys, None, None)
+        restated = sorted(set(keys[table.entity_key].to_pylist()))
+        restart = None
+    else:
+        new = _new_commit_keys(commits_t, last_commits_snap, con)
+        targets, restated, restart = _targets(table, con, keys, new, built)
     through = max(until, built) if built else until
     if progress:
-        progress(f"{table.name}: computing through {through} on {p.engine} ({len(restated)} entities restated)")
+        what = (f"backfilling the whole history of {', '.join(backfill)}" if backfill
+                else f"{len(restated)} entities restated")
+        progress(f"{table.name}: computing through {through} on {p.engine} ({what})")
     rows = engine_compute(p)(table, commits_t, commits_snap, targets, through, p)
     summary = {"skewless.operation": "features-build", COMMITS_SNAPSHOT: str(commits_snap)}
+    if backfill:
+        summary["skewless.backfilled-columns"] = ",".join(backfill)
     if rows.num_rows:
         summary[MIN_EVENT_DAY] = pc.min(rows["event_timestamp"]).as_py().date().isoformat()
     with ft.transaction() as tx:
-        if restated:
+        if added:
+            from pyiceberg.io.pyarrow import _pyarrow_to_schema_without_ids
+
+            types = {f.name: f.field_type for f in _pyarrow_to_schema_without_ids(table.arrow_schema).fields}
+            docs = {f.name: f.description for f in table.features}
+            with tx.update_schema() as update:
+                for c in added:
+                    update.add_column(c, types[c], doc=docs.get(c))
+        if backfill:
+            tx.overwrite(rows, snapshot_properties=summary)
+        elif restated:
             # The restated entities' rows from the restart day are replaced by the recomputed ones, atomically.
             tx.delete(And(In(table.entity_key, restated),
                           GreaterThanOrEqual("event_timestamp", restart.replace(tzinfo=timezone.utc).isoformat())),
                       snapshot_properties=summary)
-        if rows.num_rows:
+        if rows.num_rows and not backfill:
             tx.append(rows, snapshot_properties=summary)
         tx.set_properties({BUILT_THROUGH: through.isoformat(), COMMITS_SNAPSHOT: str(commits_snap)})
     ft = ft.refresh()
-    return BuildResult(table.identifier, through, rows.num_rows, len(restated), lake.snapshot_id(ft))
+    return BuildResult(table.identifier, through, rows.num_rows, len(restated), lake.snapshot_id(ft),
+                       tuple(added), backfill)
 
 
 def build(until: date, p: Profile | None = None, progress: Callable[[str], None] | None = None) -> list[BuildResult]:

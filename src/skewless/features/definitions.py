@@ -21,6 +21,10 @@ class Feature:
     name: str
     arrow_type: pa.DataType
     description: str
+    #: Null is one of its values (the description says when). A feature that is not nullable and holds no value in
+    #: the rows of a materialization is refused there (ADR 0019); a nullable one is refused only when its values
+    #: were never computed.
+    nullable: bool = False
 
 
 @dataclass(frozen=True)
@@ -126,9 +130,9 @@ REPO_ACTIVITY = FeatureTable(
         Feature("active_authors_last_30d", pa.int64(), "distinct author_id with a commit in [D-30d, D)"),
         Feature("lines_changed_last_7d", pa.int64(), "sum of lines_added + lines_deleted of commits in [D-7d, D)"),
         Feature("mean_files_per_commit_last_30d", pa.float64(),
-                "mean files_changed over non-merge commits in [D-30d, D); null if there are none"),
+                "mean files_changed over non-merge commits in [D-30d, D); null if there are none", nullable=True),
         Feature("days_since_last_commit", pa.float64(),
-                "D minus the last committed_at before D, in days; null if there is none"),
+                "D minus the last committed_at before D, in days; null if there is none", nullable=True),
     ),
     sql=REPO_SQL,
 )

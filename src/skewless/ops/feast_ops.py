@@ -171,15 +171,20 @@ def materialize(until: date, p: Profile | None = None) -> list[MaterializeResult
     Rows are stamped at UTC midnight; Feast's end bound is inclusive, so it is the last microsecond of day
     ``until`` (the next day's row must not be loaded).
     """
+    from skewless.feast_ext.materialize import ONLINE_FEATURES, not_loaded_online, refuse_unservable
+
     p = p or profile()
     store = feature_store(p)
     built = features.built_through(p)
     end = _materialize_end(until)
     results = []
-    for fv in batch_views(store):
+    views = batch_views(store)
+    for fv in views:  # every view checked before any is loaded
         if built.get(fv.name) is None or built[fv.name] < until:
             raise lake.LakeError(f"feature view {fv.name} is built through {built.get(fv.name)}, not {until}; "
                                  f"run `skewless features build --until {until}` first")
+        refuse_unservable(fv, lake.load_table(f"{FEATURES_NAMESPACE}.{fv.name}", p), None, end)
+    for fv in views:
         table = lake.load_table(f"{FEATURES_NAMESPACE}.{fv.name}", p)
         snapshot = lake.snapshot_id(table)
         last_end = fv.most_recent_end_time
@@ -187,7 +192,7 @@ def materialize(until: date, p: Profile | None = None) -> list[MaterializeResult
             last_end = last_end.replace(tzinfo=timezone.utc)
         restart = features.restart_day(table, p) if last_end else None
         start = EPOCH if last_end is None else min(last_end, restart or last_end)
-        if last_end is not None and _online_lost(store, fv, table, last_end):
+        if last_end is not None and (not_loaded_online(fv, table) or _online_lost(store, fv, table, last_end)):
             start = EPOCH
         if start < end:
             log.info("materializing %s [%s, %s]", fv.name, start, end)
@@ -197,5 +202,6 @@ def materialize(until: date, p: Profile | None = None) -> list[MaterializeResult
         if end >= _materialize_end(built[fv.name]):
             # Everything this snapshot holds is now online: later restatements are measured from here.
             with table.transaction() as tx:
-                tx.set_properties({f"{features.ONLINE_SNAPSHOT}.{p.name}": str(snapshot)})
+                tx.set_properties({f"{features.ONLINE_SNAPSHOT}.{p.name}": str(snapshot),
+                                   f"{ONLINE_FEATURES}.{p.name}": ",".join(f.name for f in fv.features)})
     return results

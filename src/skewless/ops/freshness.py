@@ -148,6 +148,9 @@ class ViewStatus:
     last_materialization: datetime | None = None
     parity: ParityRecord | None = None
     features: tuple[str, ...] = field(default_factory=tuple)
+    #: One line per declared feature without values: no column offline, a history never computed, not registered,
+    #: or no value online for any entity (ADR 0019).
+    feature_problems: tuple[str, ...] = field(default_factory=tuple)
 
     @property
     def online_age_seconds(self) -> float | None:
@@ -260,20 +263,57 @@ class FreshnessReader:
         self._entities[name] = (snap, keys)
         return keys
 
-    def _newest_online(self, fv: "FeatureView", key: str, keys: list[str]) -> tuple[datetime | None, int]:
-        """Newest event time among the online values of ``keys`` and how many of them have a value online."""
+    def _newest_online(self, fv: "FeatureView", key: str,
+                       keys: list[str]) -> tuple[datetime | None, int, dict[str, int]]:
+        """Newest event time among the online values of ``keys``, how many of them have a value online, and per
+        feature how many of those hold a non-null value."""
         from feast.online_response import TIMESTAMP_POSTFIX
 
-        feature = fv.features[0].name
+        names = [f.name for f in fv.features]
+        feature = names[0]
         newest, present = 0, 0
+        values = dict.fromkeys(names, 0)
         for i in range(0, len(keys), ONLINE_BATCH):
             rows = [{key: k} for k in keys[i:i + ONLINE_BATCH]]
-            resp = self.store.get_online_features(features=[f"{fv.name}:{feature}"], entity_rows=rows)
-            stamps = resp.to_dict(include_event_timestamps=True)[feature + TIMESTAMP_POSTFIX]
+            resp = self.store.get_online_features(features=[f"{fv.name}:{n}" for n in names], entity_rows=rows)
+            got = resp.to_dict(include_event_timestamps=True)
+            stamps = got[feature + TIMESTAMP_POSTFIX]
             seen = [s for s in stamps if s]  # an entity with no online row has a zero timestamp
             present += len(seen)
             newest = max([newest, *seen])
-        return (datetime.fromtimestamp(newest, timezone.utc) if newest else None), present
+            for n in names:
+                values[n] += sum(1 for v, s in zip(got[n], stamps) if s and v is not None)
+        return (datetime.fromtimestamp(newest, timezone.utc) if newest else None), present, values
+
+    @staticmethod
+    def _feature_problems(fv: "FeatureView", tdef: features.FeatureTable, table,
+                          online_values: dict[str, int], present: int) -> tuple[str, ...]:
+        """Declared features (the definitions' and the registered view's) that have no column or no values."""
+        from skewless.feast_ext.materialize import unservable_features
+
+        if table is None:
+            return ()
+        out = []
+        registered = {f.name for f in fv.features}
+        columns = {f.name for f in table.schema().fields}
+        for f in tdef.features:
+            if f.name in registered:
+                continue
+            if f.name not in columns:
+                out.append(f"feature {f.name} is declared in skewless.features.definitions but {table.name()[-1]}'s "
+                           f"Iceberg table has no column {f.name}: run `skewless features build`, then `skewless "
+                           "apply` and `skewless materialize`")
+            else:
+                out.append(f"feature {f.name} is declared in skewless.features.definitions but not registered in "
+                           f"feature view {fv.name}: run `skewless apply`, then `skewless materialize`")
+        offline = unservable_features(fv, table)
+        out += offline.values()
+        nullable = {f.name for f in tdef.features if f.nullable}
+        for name, n in online_values.items():
+            if present and not n and name not in nullable and name not in offline:
+                out.append(f"feature {fv.name}:{name}: none of the {present} entities with a row online has a value "
+                           "for it: run `skewless materialize`")
+        return tuple(out)
 
     def status(self, now: datetime | None = None) -> list[ViewStatus]:
         """The status of every feature view, sorted by name. A view with a bad SLO declaration raises."""
@@ -287,10 +327,10 @@ class FreshnessReader:
             built = props.get(features.BUILT_THROUGH)
             mat_at = props.get(f"{MATERIALIZED_AT}.{p.name}")
             parity = props.get(f"{PARITY}.{p.name}")
-            newest, present, keys, error = None, 0, [], None
+            newest, present, keys, error, online_values = None, 0, [], None, {}
             try:
                 keys = self._entity_keys(table, tdef.entity_key) if table is not None else []
-                newest, present = self._newest_online(fv, tdef.entity_key, keys)
+                newest, present, online_values = self._newest_online(fv, tdef.entity_key, keys)
             except Exception as e:  # noqa: BLE001 - an unreachable online store is a reading, not a crash
                 error = f"{type(e).__name__}: {e}"
                 log.warning("online store read for %s failed: %s", fv.name, error)
@@ -308,6 +348,7 @@ class FreshnessReader:
                 last_materialization=datetime.fromisoformat(mat_at) if mat_at else None,
                 parity=ParityRecord.from_json(parity) if parity else None,
                 features=tuple(f.name for f in fv.features),
+                feature_problems=self._feature_problems(fv, tdef, table, online_values, present),
             ))
         return out
 

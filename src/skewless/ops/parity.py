@@ -28,13 +28,15 @@ class ViewParity:
     entities: int
     mismatches: dict[str, int] = field(default_factory=dict)
     examples: list[dict] = field(default_factory=list)
+    #: Declared features with no column or no values offline (feature -> why): not compared, and not ok (ADR 0019).
+    without_values: dict[str, str] = field(default_factory=dict)
 
     def ratio(self, feature: str) -> float:
         return self.mismatches.get(feature, 0) / self.entities if self.entities else 0.0
 
     @property
     def ok(self) -> bool:
-        return not any(self.mismatches.values())
+        return not any(self.mismatches.values()) and not self.without_values
 
 
 def same(a, b) -> bool:
@@ -55,6 +57,7 @@ def check(sample: int | None = 200, seed: int = 0, p: Profile | None = None, sto
     ``online_reader(store, features, entity_rows) -> {column: [values]}`` (:mod:`skewless.drills.skew`) replaces the online read (the skew drill uses it
     to inject a serving-side skew); by default it is ``store.get_online_features(...).to_df()``.
     """
+    from skewless.feast_ext.materialize import unservable_features
     from skewless.feast_ext.ttl import serving_clock
     from skewless.ops.feast_ops import batch_views, feature_store
 
@@ -72,9 +75,14 @@ def check(sample: int | None = 200, seed: int = 0, p: Profile | None = None, sto
         entities = sorted(set(ft.scan(selected_fields=(key,)).to_arrow()[key].to_pylist()))
         if sample is not None and len(entities) > sample:
             entities = sorted(rng.sample(entities, sample))
-        refs = [f"{fv.name}:{f.name}" for f in fv.features]
-        names = [f.name for f in fv.features]
+        # Online and offline would agree on null for a feature that has no values at all: that is no parity.
+        without = unservable_features(fv, ft)
+        names = [f.name for f in fv.features if f.name not in without]
+        refs = [f"{fv.name}:{n}" for n in names]
         rows = [{key: e} for e in entities]
+        if not names:
+            results.append(ViewParity(fv.name, as_of, len(entities), without_values=without))
+            continue
         with serving_clock(as_of):  # online and offline at the same time (TTL expiry included)
             if online_reader is None:
                 online_df = store.get_online_features(features=refs, entity_rows=rows).to_df()
@@ -84,7 +92,7 @@ def check(sample: int | None = 200, seed: int = 0, p: Profile | None = None, sto
         offline = store.get_historical_features(entity_df=entity_df, features=refs).to_df()
         on = online_df.set_index(key)[names]
         off = offline.set_index(key)[names]
-        res = ViewParity(fv.name, as_of, len(entities))
+        res = ViewParity(fv.name, as_of, len(entities), without_values=without)
         for e in entities:
             for n in names:
                 a, b = on.at[e, n], off.at[e, n]
@@ -105,6 +113,8 @@ def report(results: list[ViewParity]) -> str:
             lines.append(f"{r.feature_view:<19} {n:<33} {r.entities:>8}  {r.ratio(n):.4f}")
         for ex in r.examples:
             lines.append(f"  mismatch: {ex}")
+        for why in r.without_values.values():
+            lines.append(f"  no values: {why}")
     verdict = "PARITY OK" if all(r.ok for r in results) else "PARITY FAILED"
     as_of = ", ".join(f"{r.feature_view} as of {r.as_of:%Y-%m-%d}" for r in results)
     lines.append(f"{verdict} ({as_of})")

@@ -113,6 +113,7 @@ def findings(s: Status) -> list[str]:
     if s.tables and not s.views:
         out.append("no feature view is registered: run `skewless apply`")
     for v in s.views:
+        out += [f"{v.feature_view}: {problem}" for problem in v.feature_problems]
         if v.online_error:
             out.append(f"{v.feature_view}: the online store cannot be read ({v.online_error}); "
                        "runbooks/redis-online-store-stale.md")
