@@ -51,7 +51,7 @@ TEST_GROUPS: dict[str, tuple[str, ...]] = {
                     "test_security.py", "test_materialize_faults.py", "test_predictor_faults.py",
                     "test_ttl_parity.py", "test_dag_integrity.py", "test_daily_dag.py", "test_scheduler.py",
                     "test_stream_consistency_dag.py",
-                    "test_stream_metrics.py"),
+                    "test_stream_metrics.py", "test_adding_a_feature.py"),
 }
 _GROUP_OF = {name: group for group, names in TEST_GROUPS.items() for name in names}
 

@@ -89,7 +89,6 @@ def drills_fresh_model(
     from skewless import features, lake
     from skewless.core.config import PROJECT_ROOT, commit_sources
     from skewless.drills import fresh_model
-    from skewless.lake import events
     from skewless.lake import ingest as ingest_stage
     from skewless.ops import feast_ops
 
@@ -98,7 +97,7 @@ def drills_fresh_model(
         for r in features.build(lake.newest_commit_day()):
             typer.echo(str(r), err=True)
         feast_ops.apply()
-        typer.echo(f"backfilled {events.backfill()} commit version(s)", err=True)
+        typer.echo(f"backfilled {fresh_model.backfill_history()} commit version(s)", err=True)
         return fresh_model.run_fresh_model(out or PROJECT_ROOT / "reports", cutoff=cutoff)
 
     result = run(go)

@@ -73,6 +73,14 @@ class FreshResult:
     png: Path | None = None
 
 
+def backfill_history() -> int:
+    """Give the live view the lake's batch-ingested history (:func:`skewless.lake.events.backfill`, idempotent):
+    the fresh service has no history otherwise. Returns the versions written."""
+    from skewless.lake import events
+
+    return events.backfill()
+
+
 def examples(store: "FeatureStore", offset: pd.Timedelta) -> tuple[pd.DataFrame, dict[str, tuple[str, ...]]]:
     """Labels on the grid ``offset`` with both services' features and the label baselines, one row per instant."""
     frame = labels_mod.weekly_labels(offset=offset).frame
