@@ -666,3 +666,60 @@ def test_landing_reads_the_same_rows_whether_key_lists_prune_files_or_filter_row
     assert pruned and {(r["repo"], r["sha"]) for r in pruned} >= {(e["repo"], e["sha"]) for e in sent[::2]}
     assert stored(10) == pruned  # 4 repos (an unknown one too) pruning files, 32 shas filtered after reading
     assert stored(0) == pruned  # both after reading
+
+
+# --- a rebuilt online state holds only what a read from now on can need ---------------------------------------------
+
+_H = 3_600_000_000  # an hour in microseconds
+
+
+def _versions(draw_rows) -> list:
+    from skewless.feast_ext.live import Version
+
+    return [Version(f"s{sha}", known, seq, kind, committed if kind == "add" else 0, f"a{author}", arrived)
+            for seq, (sha, kind, committed, known, arrived, author) in enumerate(draw_rows, start=1)]
+
+
+def test_still_needed_keeps_every_answer_from_now_on():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from skewless.feast_ext.live import evaluate, still_needed
+
+    now = 1_000 * _H
+    row = st.tuples(st.integers(0, 12), st.sampled_from(["add", "add", "retract"]),
+                    st.integers(now - 400 * _H, now + 2 * _H),  # committed: from beyond the 7-day window to the future
+                    st.integers(now - 300 * _H, now + 3 * _H),  # known: some after now
+                    st.integers(now - 300 * _H, now + 3 * _H), st.integers(0, 3))
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(row, max_size=40), st.lists(st.integers(0, 200 * _H), min_size=1, max_size=5))
+    def check(rows, later):
+        versions = _versions(rows)
+        kept = still_needed(versions, now)
+        assert len(kept) <= len(versions)
+        few = still_needed(versions, now, old_kept=1)
+        for dt in later:
+            at = now + dt
+            full = evaluate(REPO_ACTIVITY_LIVE, versions, at)
+            assert evaluate(REPO_ACTIVITY_LIVE, kept, at) == full
+            windows_only = {k: v for k, v in evaluate(REPO_ACTIVITY_LIVE, few, at).items()
+                            if k != "seconds_since_last_commit"}
+            assert windows_only == {k: v for k, v in full.items() if k != "seconds_since_last_commit"}
+
+    check()
+
+
+def test_still_needed_drops_what_can_no_longer_count():
+    from skewless.feast_ext.live import OLD_KEPT, still_needed
+
+    now = 1_000 * _H
+    history = _versions([(i, "add", now - 200 * _H - i * _H, now - 100 * _H, now - 100 * _H, 0)
+                         for i in range(OLD_KEPT + 50)])  # all older than the 7-day window
+    kept = still_needed(history, now)
+    assert len(kept) == OLD_KEPT and max(v.committed_us for v in kept) == max(v.committed_us for v in history)
+    corrected = _versions([(1, "add", now - _H, now - 2 * _H, now - 2 * _H, 0),
+                           (1, "add", now - _H, now - _H, now - _H, 1),  # a correction: only it can decide now
+                           (2, "add", now - _H, now - 2 * _H, now - 2 * _H, 0),
+                           (2, "retract", 0, now - _H, now - _H, 0)])  # retracted: nothing left to count
+    assert [(v.sha, v.author) for v in still_needed(corrected, now)] == [("s1", "a1")]

@@ -93,6 +93,40 @@ def evaluate(table: LiveTable, versions: Iterable[Version], at_us: int) -> dict[
     return out
 
 
+#: Commits older than every window that a rebuilt online state keeps per entity (the newest by committed_at), for
+#: ``seconds_since_last``: it stays exact at every later instant unless this many of them are retracted later.
+OLD_KEPT = 64
+
+
+def still_needed(versions: Sequence[Version], now_us: int, tables: Sequence[LiveTable] = LIVE_TABLES,
+                 old_kept: int = OLD_KEPT) -> list[Version]:
+    """The versions of one entity that a read at any instant T >= ``now_us`` can need (a rebuilt online state holds
+    only these, so a long history backfilled into the lake does not make every online read parse all of it).
+
+    Per commit: when every version is known by ``now_us``, only the last-arrived one can decide at T >= now — none
+    if it is a retraction, and for an add older than the longest window (``committed_at < now - window``) only the
+    ``old_kept`` newest such adds of the entity are kept (they matter only to ``seconds_since_last``). A commit with
+    a version known after ``now_us`` keeps all its versions. Exact for every window at T >= now.
+    """
+    widest = max((f.window for t in tables for f in t.features if f.window is not None), default=timedelta(0))
+    horizon = now_us - widest // timedelta(microseconds=1)
+    by_sha: dict[str, list[Version]] = {}
+    for v in versions:
+        by_sha.setdefault(v.sha, []).append(v)
+    keep: list[Version] = []
+    old: list[Version] = []
+    for vs in by_sha.values():
+        if any(v.known_us > now_us for v in vs):
+            keep.extend(vs)
+            continue
+        last = max(vs, key=lambda v: v.order)
+        if last.kind != "add":
+            continue
+        (keep if last.committed_us >= horizon else old).append(last)
+    old.sort(key=lambda v: v.committed_us, reverse=True)
+    return keep + old[:old_kept]
+
+
 def versions_of(rows: pa.Table) -> dict[str, list[Version]]:
     """Versions from ``abukix.commit_events`` rows (or a batch of them), grouped by repository."""
     out: dict[str, list[Version]] = {}

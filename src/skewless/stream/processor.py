@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from skewless.core.config import COMMIT_EVENTS_TABLE, Profile, profile
+from skewless.core.days import epoch_us
 from skewless.core.errors import SkewlessError
 from skewless.feast_ext.clock import serving_now
-from skewless.feast_ext.live import versions_of
+from skewless.feast_ext.live import still_needed, versions_of
 from skewless.features.definitions import LIVE_TABLES
 from skewless.lake.events import land
 from skewless.stream import open_log
@@ -194,7 +195,8 @@ def run(once: bool = False, max_batch: int = MAX_BATCH, idle_timeout: float = 0.
 
 def rebuild_online(p: Profile | None = None, store=None, online=None, views: Optional[list[str]] = None) -> int:
     """Rewrite live views' online versions from ``abukix.commit_events`` (``skewless stream rebuild-online``; the
-    processor does it by itself when the online store lost them) and mark them held. Returns the versions written."""
+    processor does it by itself when the online store lost them) and mark them held: only the versions a read from
+    now on can need (:func:`skewless.feast_ext.live.still_needed`). Returns the versions written."""
     import uuid
 
     from skewless.lake.events import read_versions
@@ -202,9 +204,10 @@ def rebuild_online(p: Profile | None = None, store=None, online=None, views: Opt
     p = p or profile()
     if store is None:
         store, online = _online(p)
-    rows = read_versions(p)
+    now_us = epoch_us(serving_now())
+    needed = {entity: still_needed(vs, now_us) for entity, vs in versions_of(read_versions(p)).items()}
     for name in views or STREAM_VIEWS:
         online.clear_live_versions(store.config, name)
-        online.write_live_versions(store.config, name, versions_of(rows))
+        online.write_live_versions(store.config, name, needed)
         online.set_live_state_mark(store.config, name, uuid.uuid4().hex)
-    return rows.num_rows
+    return sum(map(len, needed.values()))
