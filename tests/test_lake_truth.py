@@ -112,6 +112,12 @@ def test_two_unrelated_repositories_under_one_derived_name_are_refused(home, tmp
     assert "'repo' already holds 4 commits of an unrelated history" in msg and str(b.path) in msg
     assert "--name" in msg and "skewless repos rename" in msg
     assert history("repo") == a.reachable()  # nothing of b was written
+    from skewless.stream import intake  # the fresh path's git push applies the same rule, before sending anything
+
+    with pytest.raises(ingest.IngestError) as err:
+        intake.push([b.path])
+    assert "'repo' already holds 4 commits of an unrelated history" in str(err.value)
+    assert "skewless ingest --replace" in str(err.value)
     named = ingest.ingest([b.path], name="acme/other")
     assert named.rows_added == 3 and history("acme/other") == b.reachable() and history("repo") == a.reachable()
     assert not any("directory name" in n for n in named.notes)

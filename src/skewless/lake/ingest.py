@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -487,28 +487,33 @@ class _Plan:
     rejected: list[Rejected]
 
 
+def refuse_unrelated(rd: "_Read", held: dict[str, Any], hint: str = "or pass --replace if this IS that repository "
+                     "with its whole history rewritten") -> None:
+    """Rule one-history-per-name: a git history whose name already holds commits, none of them in this history, is
+    refused (``held``: sha -> committed_at of the commits stored under the name)."""
+    assert rd.git is not None
+    if held and not (held.keys() & rd.history):
+        name = rd.git.name
+        raise IngestError(
+            f"{rd.source}: the repository name {name!r} already holds {len(held)} commits of an unrelated history "
+            f"(committed {min(held.values()):%Y-%m-%d} to {max(held.values()):%Y-%m-%d}; no commit in common with "
+            f"{rd.git.path} at {rd.git.ref}, whose root commit is {', '.join(r[:12] for r in rd.git.roots)}); "
+            f"rule one-history-per-name; nothing was written. Choose a name with --name OWNER/NAME, rename the "
+            f"stored one with `skewless repos rename {name} NEW`, {hint}")
+
+
 def _plan(reads: list[_Read], incoming: pa.Table, src: list[int], stored: pa.Table, replace: bool,
           skip_invalid: bool) -> _Plan:
     """What one ingest writes, decided from the stored snapshot; raises IngestError for a refusal."""
     rejected: list[Rejected] = []
-    stored_by_repo: dict[str, set[str]] = {}
-    for r, s in zip(stored["repo"].to_pylist(), stored["sha"].to_pylist()):
-        stored_by_repo.setdefault(r, set()).add(s)
     retract: dict[str, set[str]] = {}
     for rd in reads:
         if rd.git is None:
             continue
-        name, held = rd.git.name, stored_by_repo.get(rd.git.name, set())
-        if held and not (held & rd.history) and not replace:
-            st = stored.filter(pc.equal(stored["repo"], name))["committed_at"]
-            raise IngestError(
-                f"{rd.source}: the repository name {name!r} already holds {len(held)} commits of an unrelated history "
-                f"(committed {pc.min(st).as_py():%Y-%m-%d} to {pc.max(st).as_py():%Y-%m-%d}; no commit in common with "
-                f"{rd.git.path} at {rd.git.ref}, whose root commit is {', '.join(r[:12] for r in rd.git.roots)}); "
-                f"rule one-history-per-name; nothing was written. Choose a name with --name OWNER/NAME, rename the "
-                f"stored one with `skewless repos rename {name} NEW`, or pass --replace if this IS that repository "
-                "with its whole history rewritten")
+        name = rd.git.name
         mine = stored.filter(pc.equal(stored["repo"], name))
+        if not replace:
+            refuse_unrelated(rd, dict(zip(mine["sha"].to_pylist(), mine["committed_at"].to_pylist())))
         retract.setdefault(name, set()).update(
             unreachable(rd, dict(zip(mine["sha"].to_pylist(), mine["committed_at"].to_pylist()))))
         others = [(rp, s, src_i) for rp, s, src_i in zip(incoming["repo"].to_pylist(), incoming["sha"].to_pylist(), src)

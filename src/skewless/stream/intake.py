@@ -31,7 +31,7 @@ from skewless import lake
 from skewless.core.config import Profile, profile
 from skewless.core.days import epoch_us
 from skewless.feast_ext.clock import serving_now
-from skewless.lake.ingest import IngestError, check_repo_name, normalize, read_source, unreachable
+from skewless.lake.ingest import IngestError, check_repo_name, normalize, read_source, refuse_unrelated, unreachable
 from skewless.stream import open_log
 from skewless.stream.log import EventLog
 
@@ -156,6 +156,8 @@ def events_of_source(path: Path, name: str | None = None, ref: str | None = None
         hist = read.git
         assert hist is not None
         stored = _stored_shas(hist.name, p or profile())
+        refuse_unrelated(read, stored, hint="or `skewless ingest --replace` it if this IS that repository with its "
+                                            "whole history rewritten")
         new = read.rows.filter(pa.array([s not in stored for s in read.rows.column("sha").to_pylist()]))
         gone = sorted(unreachable(read, stored))
         arrived = epoch_us(serving_now())
