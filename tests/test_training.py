@@ -462,4 +462,4 @@ def test_training_refuses_weeks_after_the_last_built_day(home: Path, sample_parq
     features.build(date(2026, 6, 1))
     feast_ops.apply()
     with pytest.raises(RetrievalError, match="last built day 2026-06-01.*skewless features build"):
-        dataset.build()
+        dataset.build(train.DEFAULT_SERVICE)
