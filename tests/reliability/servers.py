@@ -15,6 +15,7 @@ import subprocess
 import threading
 import time
 import uuid
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,13 +28,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class OwnServer:
+class OwnServer(ABC):
     """A server process this test started (only ever that process is killed)."""
 
     proc: subprocess.Popen | None = None
 
+    @abstractmethod
     def start(self) -> "OwnServer":
-        raise NotImplementedError
+        """Start the server process on its own port and wait until it answers."""
 
     def kill(self) -> None:
         """SIGKILL our own server (only the process we started)."""

@@ -123,6 +123,17 @@ Record = Annotated[bool, typer.Option("--record", help="Record the result for mo
                                                       "as the stream_consistency_hourly DAG does.")]
 
 
+def _report(result, record: bool, recorder) -> None:
+    """Print a consistency check's result, record it for monitoring when asked (``recorder``, from
+    ``skewless.ops.consistency``), and exit 1 when it found a disagreement."""
+    typer.echo(result)
+    if record:
+        run(lambda: recorder(result.record()))
+        typer.echo("recorded for monitoring")
+    if not result.ok:
+        raise typer.Exit(1)
+
+
 @stream_app.command("reconcile")
 def stream_reconcile(
     until: Annotated[Optional[str], typer.Option(
@@ -133,16 +144,10 @@ def stream_reconcile(
     holds what the versions say; exit 1 on any disagreement (runbooks/stream-lake-reconciliation-failed.md)."""
     from skewless.stream import reconcile as stage
 
-    at = _instant("--until", until)
-    result = run(lambda: stage.reconcile(at))
-    typer.echo(result)
-    if record:
-        from skewless.ops import consistency
+    from skewless.ops import consistency
 
-        run(lambda: consistency.record_reconciliation(result.record()))
-        typer.echo("recorded for monitoring")
-    if not result.ok:
-        raise typer.Exit(1)
+    at = _instant("--until", until)
+    _report(run(lambda: stage.reconcile(at)), record, consistency.record_reconciliation)
 
 
 @stream_app.command("replay-check")
@@ -162,18 +167,12 @@ def stream_replay_check(
 
     from serving import replay
     from skewless.core.config import NEXT_WEEK_COMMITS_LIVE_SERVICE
+    from skewless.ops import consistency
 
     end = _instant("--until", until)
     start = _instant("--since", since) if since is not None else end - timedelta(hours=1)
-    result = run(lambda: replay.check(start, end, service or NEXT_WEEK_COMMITS_LIVE_SERVICE))
-    typer.echo(result)
-    if record:
-        from skewless.ops import consistency
-
-        run(lambda: consistency.record_replay(result.record()))
-        typer.echo("recorded for monitoring")
-    if not result.ok:
-        raise typer.Exit(1)
+    _report(run(lambda: replay.check(start, end, service or NEXT_WEEK_COMMITS_LIVE_SERVICE)), record,
+            consistency.record_replay)
 
 
 @stream_app.command("fetch")
